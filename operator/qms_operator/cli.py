@@ -1,0 +1,44 @@
+"""`qms-operator`: run the operator, or print the CRD."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qms-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("crd", help="print the QwenModelServer CRD YAML (crds/ holds its output)")
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    run.add_argument("--health-port", type=int, default=8081, help="port of GET /healthz")
+    run.add_argument("--metrics-port", type=int, default=9090, help="port of GET /metrics")
+    run.add_argument(
+        "--resync-seconds", type=float, default=60.0, help="periodic reconcile interval"
+    )
+    run.add_argument(
+        "--lease-namespace", default="", help="namespace of the leader Lease (empty: none)"
+    )
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "crd":
+        from .crd import crd_yaml
+
+        sys.stdout.write(crd_yaml())
+        return 0
+    from .runner import run
+
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Generate the QwenModelServer CRD from the pydantic spec model.
+
+Pydantic's JSON Schema is turned into a Kubernetes *structural* OpenAPI v3
+schema: references inlined, titles dropped, optionals unwrapped, nested object
+defaults reduced to ``{}`` (the API server then fills each field's own default),
+CEL rules kept as ``x-kubernetes-validations``.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter
+
+from .spec import (
+    GROUP,
+    KIND,
+    MAX_NAME_LENGTH,
+    PLURAL,
+    SHORT_NAME,
+    SINGULAR,
+    VERSION,
+    QwenModelServerSpec,
+    QwenModelServerStatus,
+)
+
+Schema = dict[str, Any]
+_DROP = {"title", "additionalProperties", "$defs"}
+
+
+def _resolve(node: Schema, defs: dict[str, Schema]) -> Schema:
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    return node
+
+
+def _unwrap_optional(node: Schema) -> Schema:
+    """``X | None`` -> X, keeping the field's own description and default."""
+    options = node.get("anyOf")
+    if not options:
+        return node
+    rest = [o for o in options if o.get("type") != "null"]
+    if len(rest) == len(options) or len(rest) != 1:
+        return node
+    merged = {**rest[0], **{k: v for k, v in node.items() if k != "anyOf"}}
+    if merged.get("default", 0) is None:
+        del merged["default"]
+    return merged
+
+
+def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
+    node = _resolve(_unwrap_optional(_resolve(node, defs)), defs)
+    out: Schema = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "properties":
+            out[key] = {name: _convert(sub, defs) for name, sub in value.items()}
+        elif key == "items":
+            out[key] = _convert(value, defs)
+        elif key == "anyOf":
+            out[key] = [{k: v for k, v in _convert(o, defs).items()} for o in value]
+        else:
+            out[key] = copy.deepcopy(value)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        out["additionalProperties"] = _convert(extra, defs)
+    if out.get("x-kubernetes-preserve-unknown-fields"):
+        out["type"] = "object"
+    if "properties" in out:
+        out["type"] = "object"
+        if isinstance(out.get("default"), dict) and not out.get("required"):
+            out["default"] = {}
+    return out
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _factory_defaults(node: Schema, model: type[BaseModel]) -> None:
+    """Pydantic leaves default_factory values out of its JSON Schema: put them in."""
+    for name, field in model.model_fields.items():
+        prop = node["properties"][field.alias or name]
+        if field.default_factory is not None and field.annotation is not None:
+            value = TypeAdapter(field.annotation).dump_python(
+                field.default_factory(),  # type: ignore[call-arg]
+                mode="json",
+                by_alias=True,
+            )
+            prop["default"] = {} if "properties" in prop and not prop.get("required") else value
+        sub = _submodel(field.annotation)
+        if sub is not None:
+            _factory_defaults(prop.get("items", prop), sub)
+
+
+def object_schema(model: type[BaseModel]) -> Schema:
+    """The structural OpenAPI schema of a pydantic model (aliases as keys)."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    schema = _convert(raw, raw.get("$defs", {}))
+    _factory_defaults(schema, model)
+    return schema
+
+
+def _without_defaults(node: Schema) -> Schema:
+    """Status is written only by the operator: the API server must not default it."""
+    out = {k: v for k, v in node.items() if k != "default"}
+    if "properties" in out:
+        out["properties"] = {k: _without_defaults(v) for k, v in out["properties"].items()}
+    if "items" in out:
+        out["items"] = _without_defaults(out["items"])
+    return out
+
+
+def openapi_schema() -> Schema:
+    """The CRD's openAPIV3Schema."""
+    return {
+        "type": "object",
+        "description": "QwenModelServer serves one Qwen model (e.g. Qwen3-Omni-30B-A3B-"
+        "Instruct) behind an OpenAI-compatible API: the operator keeps its Deployment, "
+        "Service, HPA, NetworkPolicy, Ingress and PodDisruptionBudget as the spec says.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "API version."},
+            "kind": {"type": "string", "description": "Kind."},
+            "metadata": {"type": "object"},
+            "spec": object_schema(QwenModelServerSpec),
+            "status": _without_defaults(object_schema(QwenModelServerStatus)),
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters so "
+                "every child and pod name stays within Kubernetes limits",
+            },
+            {
+                "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+                "message": "metadata.name must start with a letter and hold only lowercase "
+                "letters, digits and '-' (it names the Service)",
+            },
+        ],
+    }
+
+
+PRINTER_COLUMNS = [
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+    {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
+    {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "GPU", "type": "integer", "jsonPath": ".spec.resources.gpu.count", "priority": 1},
+    {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+]
+
+
+def crd() -> dict[str, Any]:
+    """The whole CustomResourceDefinition object."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "qms"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": [SHORT_NAME],
+                "categories": ["qms", "all"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }
+
+
+HEADER = "# Generated by `qms-operator crd` from qms_operator.spec. Do not edit.\n"
+
+
+def crd_yaml() -> str:
+    """The CRD as the YAML committed in crds/."""
+    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100)

@@ -1,0 +1,170 @@
+"""The model and runtime parts of a QwenModelServer spec."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .base import DNS_LABEL, SpecModel, cel
+
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/qms-project/qms-runtime:0.1.0"
+MODEL_MOUNT_PATH = "/models"
+
+
+class PvcSource(SpecModel):
+    """Weights on a PersistentVolumeClaim, mounted read-only into every replica."""
+
+    claim_name: str = Field(
+        max_length=253,
+        pattern=DNS_LABEL,
+        description="Name of the PersistentVolumeClaim (same namespace) holding the weights.",
+    )
+    sub_path: str = Field(
+        default="",
+        max_length=1024,
+        pattern=r"^([^/.][^/]*)?(/[^/.][^/]*)*$",
+        description="Directory inside the claim with the model files (config.json, "
+        "*.safetensors, SHA256SUMS). Empty means the claim's root. Relative, no '..'.",
+    )
+
+
+class ModelSource(SpecModel):
+    """Where the weights come from. Exactly one of pvc or imagePath."""
+
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "has(self.pvc) != has(self.imagePath)",
+                "exactly one of source.pvc or source.imagePath must be set",
+                "",
+            )
+        )
+    }
+
+    pvc: PvcSource | None = Field(
+        default=None, description="Weights on a PersistentVolumeClaim (read-only mount)."
+    )
+    image_path: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^/",
+        description="Absolute path of a model directory baked into the runtime image.",
+    )
+
+
+class ModelSpec(SpecModel):
+    """The model to serve: its OpenAI name, its weights and how they are checked."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$",
+        description="Served model name: the `model` id clients send to the OpenAI API "
+        "and that /v1/models lists, e.g. qwen3-omni-30b-a3b-instruct.",
+    )
+    source: ModelSource = Field(description="Where the weights come from.")
+    revision: str = Field(
+        default="",
+        max_length=63,
+        pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$",
+        description="Revision label of the weights (e.g. a date or commit). It becomes "
+        "the pod label serving.qms.io/revision, so an Ingress or a dashboard can tell "
+        "versions apart; changing it rolls the pods.",
+    )
+    verify_checksums: bool = Field(
+        default=True,
+        description="Verify every weight file against the SHA256SUMS (or MD5SUMS) "
+        "manifest before loading; a corrupt or missing file stops the pod with a "
+        "message naming it.",
+    )
+
+
+class Batching(SpecModel):
+    """Continuous-batching limits of the runtime (transformers' own batching)."""
+
+    max_batch_size: int = Field(
+        default=32, ge=1, le=4096, description="Most sequences decoded together in one step."
+    )
+    max_batched_tokens: int = Field(
+        default=8192, ge=16, le=1048576, description="Most tokens processed in one forward pass."
+    )
+    max_queued_requests: int = Field(
+        default=256,
+        ge=1,
+        le=100000,
+        description="Requests admitted (running plus waiting) before new ones get "
+        "HTTP 429 with Retry-After.",
+    )
+    max_model_len: int = Field(
+        default=32768,
+        ge=16,
+        le=1048576,
+        description="Context limit: prompt plus generated tokens of one request.",
+    )
+
+
+class EnvVar(SpecModel):
+    """An extra environment variable for the runtime container."""
+
+    name: str = Field(
+        min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Name."
+    )
+    value: str = Field(default="", description="Value.")
+
+
+class RuntimeSpec(SpecModel):
+    """The serving container: image, precision, batching knobs and extras."""
+
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "self.quantization != 'int8' || self.dtype != 'float32'",
+                "quantization int8 needs dtype auto, bfloat16 or float16",
+                ".quantization",
+            ),
+            (
+                "self.env.all(e, !e.name.startsWith('QMS_'))",
+                "env names starting with QMS_ are set by the operator from the spec; "
+                "use the spec fields instead",
+                ".env",
+            ),
+        )
+    }
+
+    image: str = Field(
+        default=DEFAULT_RUNTIME_IMAGE,
+        min_length=1,
+        max_length=512,
+        pattern=r"^\S+$",
+        description="Runtime image (qms-runtime). Its CUDA build must match the nodes' "
+        "GPUs and driver, or the pod fails with 'no kernel image is available'.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Image pull policy."
+    )
+    image_pull_secrets: list[Annotated[str, Field(pattern=DNS_LABEL, max_length=253)]] = Field(
+        default_factory=list, max_length=16, description="Names of image pull Secrets."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="Weight dtype; auto is bfloat16 on GPU, float32 on CPU."
+    )
+    quantization: Literal["none", "int8"] = Field(
+        default="none",
+        description="int8 quantizes the weights, MoE experts included (weight-only, "
+        "torchao); check the accuracy loss on your prompts before using it.",
+    )
+    batching: Batching = Field(default_factory=Batching, description="Batching limits.")
+    drain_timeout_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="On shutdown, how long in-flight requests may finish; the pod's "
+        "termination grace period is this plus 15 s.",
+    )
+    args: list[str] = Field(
+        default_factory=list, max_length=64, description="Extra arguments to qms-runtime serve."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=64, description="Extra environment variables."
+    )

@@ -1,0 +1,248 @@
+"""Pure builders: exact children for exact specs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from qms_operator.builders import desired_children, unwanted_kinds
+from qms_operator.builders.pod import spec_hash
+from qms_operator.spec import QwenModelServerSpec, parse_spec
+from qms_testdata import ROOT, load_yaml
+
+SEED = load_yaml(ROOT / "deploy" / "examples" / "seed-faithful.yaml")
+MINIMAL = {"model": {"name": "qwen3-small", "source": {"imagePath": "/models/q"}}}
+
+
+def build(spec: dict[str, Any], name: str = "qwen3-omni") -> dict[str, dict[str, Any]]:
+    children = desired_children(name, "models", "uid-1", parse_spec(spec))
+    return {c["kind"]: c for c in children}
+
+
+def deployment_pod(spec: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = build(spec)["Deployment"]["spec"]["template"]["spec"]
+    return pod
+
+
+def with_(base: dict[str, Any], **parts: Any) -> dict[str, Any]:
+    return {**base, **parts}
+
+
+def test_seed_example_gives_exactly_the_expected_children() -> None:
+    expected = list(
+        yaml.safe_load_all((ROOT / "tests/unit/fixtures/seed-faithful-children.yaml").read_text())
+    )
+    actual = desired_children("qwen3-omni", "models", "uid-1", parse_spec(SEED["spec"]))
+    assert [c["kind"] for c in actual] == [
+        "Service",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Ingress",
+    ]
+    for want, got in zip(expected, actual, strict=True):
+        assert got == want, got["kind"]
+
+
+def test_seed_values_reach_the_pod() -> None:
+    pod = deployment_pod(SEED["spec"])
+    container = pod["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": "4", "memory": "32Gi", "nvidia.com/gpu": "1"},
+        "limits": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"},
+    }
+    assert container["livenessProbe"]["httpGet"] == {
+        "path": "/health",
+        "port": "http",
+        "scheme": "HTTP",
+    }
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    # Seed 4.2: no initialDelaySeconds; a startup probe with a 30 minute budget instead.
+    assert "initialDelaySeconds" not in container["livenessProbe"]
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 1800
+    assert pod["tolerations"] == [
+        {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    ]
+    assert pod["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "accelerator", "operator": "In", "values": ["nvidia-tesla-t4"]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+
+
+def test_autoscaling_owns_replicas() -> None:
+    on = build(SEED["spec"])
+    assert "replicas" not in on["Deployment"]["spec"]
+    off = build(with_(SEED["spec"], autoscaling={"enabled": False}, replicas=3))
+    assert off["Deployment"]["spec"]["replicas"] == 3
+    assert "HorizontalPodAutoscaler" not in off
+
+
+def test_optional_children_follow_their_switches() -> None:
+    spec = with_(
+        MINIMAL,
+        networkPolicy={"enabled": False},
+        podDisruptionBudget={"enabled": False},
+    )
+    assert sorted(build(spec)) == ["Deployment", "Service"]
+    assert unwanted_kinds(parse_spec(spec)) == [
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("policy/v1", "PodDisruptionBudget"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("networking.k8s.io/v1", "Ingress"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ]
+    monitored = build(with_(MINIMAL, monitoring={"serviceMonitor": True}))
+    assert monitored["ServiceMonitor"]["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s"}
+    ]
+
+
+def test_defaults_are_the_seed_values() -> None:
+    spec = parse_spec(MINIMAL)
+    assert spec.resources.requests.cpu == "4" and spec.resources.requests.memory == "32Gi"
+    assert spec.resources.limits.cpu == "8" and spec.resources.limits.memory == "64Gi"
+    assert spec.resources.gpu.count == 1
+    assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (2, 10)
+    assert spec.autoscaling.target_cpu_utilization == 70
+    assert spec.network_policy.enabled and spec.pod_disruption_budget.enabled
+
+
+def test_safe_pod_defaults() -> None:
+    pod = deployment_pod(MINIMAL)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    sc = pod["containers"][0]["securityContext"]
+    assert sc == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]] == ["/tmp", "/dev/shm"]
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    assert pod["terminationGracePeriodSeconds"] == 45
+
+
+def test_user_affinity_is_merged_with_the_accelerator_rule() -> None:
+    zone = {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["zone-a"]}
+    spec = with_(
+        MINIMAL,
+        resources={
+            "gpu": {"count": 2, "acceleratorTypes": ["nvidia-h200"], "resourceName": "amd.com/gpu"}
+        },
+        scheduling={
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [zone]}]
+                    }
+                }
+            }
+        },
+    )
+    pod = deployment_pod(spec)
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [
+        {
+            "matchExpressions": [
+                zone,
+                {"key": "accelerator", "operator": "In", "values": ["nvidia-h200"]},
+            ]
+        }
+    ]
+    assert pod["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "2"
+    # The parsed spec is not changed by building.
+    assert parse_spec(spec).scheduling.affinity["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ] == {"nodeSelectorTerms": [{"matchExpressions": [zone]}]}
+
+
+def test_cpu_only_server_has_no_gpu_resource() -> None:
+    pod = deployment_pod(load_yaml(ROOT / "deploy/examples/minimal-cpu.yaml")["spec"])
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "2", "memory": "4Gi"},
+        "limits": {"cpu": "4", "memory": "8Gi"},
+    }
+    assert "affinity" not in pod
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["QMS_MODEL_DIR"] == "/models/qwen3-0.6b"
+
+
+def test_api_key_is_mounted_never_read() -> None:
+    pod = deployment_pod(with_(MINIMAL, apiKeySecret={"name": "qwen-key"}))
+    assert {
+        "name": "api-key",
+        "secret": {
+            "secretName": "qwen-key",
+            "items": [{"key": "api-key", "path": "api-key"}],
+            "defaultMode": 0o440,
+        },
+    } in pod["volumes"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["QMS_API_KEY_FILE"] == "/var/run/secrets/qms/api-key"
+
+
+def test_spec_hash_changes_with_what_pods_run_only() -> None:
+    base = parse_spec(MINIMAL)
+    image = parse_spec(with_(MINIMAL, runtime={"image": "example.com/other:1"}))
+    scaled = parse_spec(
+        with_(MINIMAL, replicas=4, ingress={"enabled": True, "host": "a.example.com"})
+    )
+    assert spec_hash(base) != spec_hash(image)
+    assert spec_hash(base) == spec_hash(scaled)
+
+
+def test_network_policy_peers() -> None:
+    spec = with_(
+        SEED["spec"],
+        networkPolicy={"allowedNamespaces": {"team": "apps"}, "allowedPods": {"role": "client"}},
+    )
+    rule = build(spec)["NetworkPolicy"]["spec"]["ingress"]
+    assert rule == [
+        {
+            "from": [
+                {"podSelector": {"matchLabels": {"role": "client"}}},
+                {
+                    "namespaceSelector": {"matchLabels": {"team": "apps"}},
+                    "podSelector": {"matchLabels": {"role": "client"}},
+                },
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                },
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}
+                    }
+                },
+            ],
+            "ports": [{"protocol": "TCP", "port": 8080}],
+        }
+    ]
+
+
+def test_spec_is_frozen() -> None:
+    spec: QwenModelServerSpec = parse_spec(MINIMAL)
+    try:
+        spec.replicas = 3  # type: ignore[misc]
+    except Exception as exc:  # pydantic raises ValidationError for frozen models
+        assert "frozen" in str(exc)
+    else:
+        raise AssertionError("spec is not frozen")
