@@ -56,6 +56,8 @@ def _strict(node: Any) -> Any:
         out = {k: _strict(v) for k, v in node.items()}
         if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
             out["additionalProperties"] = False
+        if out.get("x-kubernetes-int-or-string"):
+            out["type"] = ["integer", "string"]
         return out
     if isinstance(node, list):
         return [_strict(v) for v in node]

@@ -1,8 +1,8 @@
 """Generate the QwenModelServer CRD from the pydantic spec model.
 
 Pydantic's JSON Schema is turned into a Kubernetes *structural* OpenAPI v3
-schema: references inlined, titles dropped, optionals unwrapped, nested object
-defaults reduced to ``{}`` (the API server then fills each field's own default),
+schema: references inlined, titles dropped, optionals unwrapped, nested objects
+defaulted whole (the API server checks CEL rules against defaults as written),
 CEL rules kept as ``x-kubernetes-validations``.
 """
 
@@ -35,6 +35,9 @@ def _resolve(node: Schema, defs: dict[str, Schema]) -> Schema:
     if "$ref" in node:
         target = defs[node["$ref"].rsplit("/", 1)[1]]
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        # Field description first, then the object's own (kubectl explain shows both).
+        if node.get("description") and target.get("description"):
+            merged["description"] = f"{node['description']} {target['description']}"
         return _resolve(merged, defs)
     return node
 
@@ -70,12 +73,15 @@ def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
     extra = node.get("additionalProperties")
     if isinstance(extra, dict):
         out["additionalProperties"] = _convert(extra, defs)
+    if out.get("x-kubernetes-int-or-string") and "anyOf" in out:
+        # The API server wants int-or-string without typed branches: keep the
+        # string branch's value checks (they apply to strings only).
+        for option in out.pop("anyOf"):
+            out.update({k: v for k, v in option.items() if k != "type"})
     if out.get("x-kubernetes-preserve-unknown-fields"):
         out["type"] = "object"
     if "properties" in out:
         out["type"] = "object"
-        if isinstance(out.get("default"), dict) and not out.get("required"):
-            out["default"] = {}
     return out
 
 
@@ -95,8 +101,10 @@ def _factory_defaults(node: Schema, model: type[BaseModel]) -> None:
                 field.default_factory(),  # type: ignore[call-arg]
                 mode="json",
                 by_alias=True,
+                exclude_none=True,
             )
-            prop["default"] = {} if "properties" in prop and not prop.get("required") else value
+            # The whole default object: the API server checks CEL rules on defaults as given.
+            prop["default"] = value
         sub = _submodel(field.annotation)
         if sub is not None:
             _factory_defaults(prop.get("items", prop), sub)

@@ -88,8 +88,15 @@ def test_defaults_come_from_the_seed() -> None:
     assert spec["service"]["properties"]["port"]["default"] == 8080
     assert spec["networkPolicy"]["properties"]["enabled"]["default"] is True
     assert spec["probes"]["properties"]["startup"]["properties"]["budgetSeconds"]["default"] == 1800
-    # Nested objects default to {} so the API server fills each field's own default.
-    assert spec["autoscaling"]["default"] == {}
+    # Nested objects default whole, so CEL rules see every field.
+    assert spec["autoscaling"]["default"] == {
+        "enabled": False,
+        "minReplicas": 2,
+        "maxReplicas": 10,
+        "targetCPUUtilization": 70,
+        "targetRequestsPerSecond": "100",
+        "behavior": {},
+    }
     assert "default" not in SCHEMA["properties"]["status"]["properties"]["phase"]
 
 

@@ -21,7 +21,7 @@ from .names import (
 CONTAINER = "runtime"
 API_KEY_DIR = "/var/run/secrets/qms"
 PRESTOP_SLEEP_SECONDS = 5
-RUN_AS_USER = 1000
+RUN_AS_USER = 65532  # the runtime image's user
 
 
 def spec_hash(spec: QwenModelServerSpec) -> str:

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from .base import DNS_LABEL, SpecModel, cel
 
-DEFAULT_RUNTIME_IMAGE = "ghcr.io/qms-project/qms-runtime:0.1.0"
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/qms-io/qms-runtime:0.1.0"
 MODEL_MOUNT_PATH = "/models"
 
 

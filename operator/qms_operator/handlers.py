@@ -1,0 +1,52 @@
+"""kopf handlers: thin. Every watch event updates the store and queues the server.
+
+Only ``on.event`` handlers are used, so kopf keeps no progress or diff-base in the
+objects (no annotations, no status.kopf, no finalizers): the QwenModelServer a user
+keeps in Git shows no drift, and deleting it never waits on the operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from .builders.names import LABEL_MANAGED_BY, MANAGER
+from .reconcile import WorkQueue
+from .spec import GROUP, PLURAL, VERSION
+from .store import Store
+
+# (group, version, plural) of every child kind watched, and pods for status.
+CHILD_RESOURCES = [
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "pods"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("networking.k8s.io", "v1", "ingresses"),
+]
+
+
+def register(registry: kopf.OperatorRegistry, store: Store, queue: WorkQueue) -> None:
+    """Register the handlers on a registry (no module-level state)."""
+
+    async def on_server(body: kopf.Body, type: str | None, **_: Any) -> None:
+        queue.enqueue(store.put_server(body, deleted=type == "DELETED"))
+
+    kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="modelserver")(on_server)
+
+    async def on_child(body: kopf.Body, type: str | None, **_: Any) -> None:
+        key = store.put_child(body, deleted=type == "DELETED")
+        if key is not None and key in store.servers:
+            queue.enqueue(key)
+
+    for group, version, plural in CHILD_RESOURCES:
+        kopf.on.event(
+            group,
+            version,
+            plural,
+            labels={LABEL_MANAGED_BY: MANAGER},
+            registry=registry,
+            id=f"child-{plural}",
+        )(on_child)

@@ -1,0 +1,226 @@
+"""One reconcile for every trigger: parse -> build -> apply what differs -> status.
+
+A work queue coalesces triggers per server (a burst of child events gives one
+reconcile), bounds concurrency and retries failed reconciles with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic
+
+from .apply import Api, ApiError
+from .builders import desired_children, unwanted_kinds
+from .diff import differences
+from .metrics import QUEUE_DEPTH, RECONCILE_SECONDS, RECONCILES, SERVERS
+from .spec import QwenModelServerSpec, parse_spec
+from .status import Observed, compute_status
+from .store import Key, Store
+
+log = logging.getLogger("qms_operator")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _invalid_status(generation: int, previous: dict[str, Any], error: str) -> dict[str, Any]:
+    cond = {
+        "type": "Stalled",
+        "status": "True",
+        "reason": "InvalidSpec",
+        "message": error,
+        "lastTransitionTime": _now(),
+        "observedGeneration": generation,
+    }
+    return {
+        **previous,
+        "observedGeneration": generation,
+        "phase": "Failed",
+        "reason": error,
+        "conditions": [
+            {**cond, "type": "Ready", "status": "False"},
+            {**cond, "type": "Reconciling", "status": "False"},
+            cond,
+        ],
+    }
+
+
+class Reconciler:
+    """Brings the children of one server in line with its spec and writes its status."""
+
+    def __init__(self, api: Api, store: Store) -> None:
+        self.api = api
+        self.store = store
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def reconcile(self, key: Key) -> bool:
+        """Returns False when it should be retried (an API call failed)."""
+        server = self.store.servers.get(key)
+        if server is None or server["metadata"].get("deletionTimestamp"):
+            return True
+        namespace, name = key
+        meta = server["metadata"]
+        generation = meta.get("generation", 0)
+        current = server.get("status") or {}
+        try:
+            spec = parse_spec(server.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            error = f"invalid spec: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            invalid = _invalid_status(generation, current, error)
+            if current.get("reason") != error or current.get("observedGeneration") != generation:
+                await self._call(self.api.patch_status, namespace, name, invalid)
+                await self._call(self.api.event, server, "Warning", "InvalidSpec", error)
+            return True
+        changed, errors = await self._apply_children(server, spec)
+        seen = Observed(
+            generation=generation,
+            children=self.store.children(key),
+            pods=self.store.pods(key),
+            changed=changed,
+            errors=errors,
+            previous=current.get("conditions", []),
+        )
+        desired = desired_children(name, namespace, meta["uid"], spec)
+        status = compute_status(name, namespace, spec, desired, seen, _now())
+        body = status.model_dump(by_alias=True, mode="json")
+        if body != current:
+            try:
+                await self._call(self.api.patch_status, namespace, name, body)
+            except ApiError as exc:
+                errors.append(str(exc))
+        return not errors
+
+    async def _apply_children(
+        self, server: dict[str, Any], spec: QwenModelServerSpec
+    ) -> tuple[list[str], list[str]]:
+        meta = server["metadata"]
+        key = (meta["namespace"], meta["name"])
+        live = self.store.children(key)
+        changed: list[str] = []
+        errors: list[str] = []
+        for child in desired_children(meta["name"], meta["namespace"], meta["uid"], spec):
+            kind = child["kind"]
+            existing = live.get(kind)
+            drift = differences(child, existing) if existing is not None else ["(missing)"]
+            if not drift:
+                continue
+            try:
+                applied = await self._call(self.api.apply, child)
+            except ApiError as exc:
+                errors.append(str(exc))
+                await self._call(self.api.event, server, "Warning", "ApplyFailed", str(exc))
+                continue
+            self.store.put_child(applied)
+            changed.append(kind)
+            verb = "Created" if existing is None else "Updated"
+            detail = "" if existing is None else f" ({', '.join(drift[:3])} differed)"
+            await self._call(
+                self.api.event, server, "Normal", verb, f"{verb} {kind} {meta['name']}{detail}"
+            )
+        for api_version, kind in unwanted_kinds(spec):
+            existing = live.get(kind)
+            if existing is None:
+                continue
+            try:
+                await self._call(
+                    self.api.delete,
+                    api_version,
+                    kind,
+                    meta["namespace"],
+                    meta["name"],
+                    existing["metadata"]["uid"],
+                )
+            except ApiError as exc:
+                errors.append(str(exc))
+                continue
+            self.store.put_child(existing, deleted=True)
+            changed.append(kind)
+            await self._call(
+                self.api.event, server, "Normal", "Deleted", f"Deleted {kind} {meta['name']}"
+            )
+        return changed, errors
+
+
+class WorkQueue:
+    """Coalescing, bounded, retrying queue of server keys."""
+
+    def __init__(
+        self,
+        work: Callable[[Key], Awaitable[bool]],
+        concurrency: int = 16,
+        delay: float = 0.05,
+        retry_base: float = 1.0,
+        retry_max: float = 60.0,
+    ) -> None:
+        self._work = work
+        self._limit = asyncio.Semaphore(concurrency)
+        self._delay = delay
+        self._retry = (retry_base, retry_max)
+        self._pending: set[Key] = set()
+        self._running: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._failures: dict[Key, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def enqueue(self, key: Key, delay: float | None = None) -> None:
+        if key in self._running:
+            self._dirty.add(key)
+            return
+        if key in self._pending:
+            return
+        self._pending.add(key)
+        QUEUE_DEPTH.set(len(self._pending))
+        task = asyncio.get_running_loop().create_task(self._run(key, delay))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: Key, delay: float | None) -> None:
+        await asyncio.sleep(self._delay if delay is None else delay)
+        async with self._limit:
+            self._pending.discard(key)
+            QUEUE_DEPTH.set(len(self._pending))
+            self._running.add(key)
+            ok = await self._once(key)
+            self._running.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.enqueue(key)
+        elif not ok:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            base, most = self._retry
+            self.enqueue(key, delay=min(most, base * 2 ** (failures - 1)))
+        else:
+            self._failures.pop(key, None)
+
+    async def _once(self, key: Key) -> bool:
+        started = time.perf_counter()
+        try:
+            ok = await self._work(key)
+        except Exception:
+            log.exception("reconcile of %s/%s failed", *key)
+            ok = False
+        RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        RECONCILES.labels(result="ok" if ok else "error").inc()
+        return ok
+
+    def idle(self) -> bool:
+        return not (self._pending or self._running)
+
+
+async def resync(store: Store, queue: WorkQueue, every: float) -> None:
+    """Reconcile every known server periodically (drift that sent no event, lost events)."""
+    while True:
+        await asyncio.sleep(every)
+        SERVERS.set(len(store.servers))
+        for key in list(store.servers):
+            queue.enqueue(key)

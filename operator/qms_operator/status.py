@@ -1,0 +1,206 @@
+"""Status from observed children: a pure function, kstatus conditions with a reason.
+
+Ready means: every wanted child exists as desired, and the Deployment's rollout of
+the *current* pod template is complete (all replicas updated and available, no old
+pod left). A rollout in progress is never Ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .builders import service_url
+from .builders.names import SPEC_HASH_ANNOTATION
+from .spec import ChildStatus, Condition, Phase, QwenModelServerSpec, QwenModelServerStatus
+
+IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the operator saw of one server this round."""
+
+    generation: int
+    children: dict[str, dict[str, Any]]  # kind -> live object, for the kinds that exist
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # kinds applied or deleted this round
+    errors: list[str] = field(default_factory=list)  # API errors of this round
+    previous: list[dict[str, Any]] = field(default_factory=list)  # previous conditions
+
+
+def _get(obj: Any, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return default
+        obj = obj[key]
+    return obj
+
+
+def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The first reason a pod of the current template cannot serve, if any."""
+    for pod in pods:
+        name = _get(pod, "metadata", "name", default="?")
+        for cond in _get(pod, "status", "conditions", default=[]):
+            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+                return "Unschedulable", f"pod {name} cannot be scheduled: {cond.get('message', '')}"
+        for cs in _get(pod, "status", "containerStatuses", default=[]):
+            waiting = _get(cs, "state", "waiting", default={})
+            last = _get(cs, "lastState", "terminated", default={})
+            why = waiting.get("reason", "")
+            detail = waiting.get("message", "")
+            if why in IMAGE_PULL:
+                return (
+                    "ImagePullFailed",
+                    f"pod {name} cannot pull {cs.get('image')}: {why} {detail}",
+                )
+            if why in CONFIG_ERRORS:
+                return "ContainerConfigError", f"pod {name}: {why} {detail}"
+            if last.get("reason") == "OOMKilled":
+                return "OOMKilled", f"pod {name} ran out of memory; raise resources.limits.memory"
+            if why == "CrashLoopBackOff":
+                return "CrashLoop", (
+                    f"pod {name} keeps crashing (exit {last.get('exitCode', '?')} "
+                    f"{last.get('reason', '')}); see its logs"
+                )
+            if cs.get("restartCount", 0) > 0 and last.get("exitCode") == 137:
+                return "ProbeFailing", (
+                    f"pod {name} was killed and restarted: its startup or liveness probe "
+                    "failed (raise probes.startup.budgetSeconds if the model loads slowly)"
+                )
+    return None
+
+
+def rollout(deployment: dict[str, Any] | None) -> tuple[bool, str, tuple[str, str] | None]:
+    """(complete, progress message, blocking problem) of a Deployment's rollout."""
+    if deployment is None:
+        return False, "Deployment not created yet", None
+    status = deployment.get("status") or {}
+    for cond in status.get("conditions", []):
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return False, "rollout stuck", ("ProgressDeadlineExceeded", cond.get("message", ""))
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return False, "rollout stuck", ("ReplicaFailure", cond.get("message", ""))
+    if status.get("observedGeneration", 0) < _get(deployment, "metadata", "generation", default=0):
+        return False, "Deployment change not yet seen by its controller", None
+    want = _get(deployment, "spec", "replicas", default=1)
+    updated = status.get("updatedReplicas", 0)
+    total = status.get("replicas", 0)
+    available = status.get("availableReplicas", 0)
+    if updated < want:
+        return False, f"rollout: {updated}/{want} pods on the current spec", None
+    if total > updated:
+        return False, f"rollout: {total - updated} old pods still running", None
+    if available < want:
+        return False, f"rollout: {available}/{want} pods available", None
+    return True, f"{available}/{want} replicas ready", None
+
+
+def _condition(
+    kind: str, true: bool, reason: str, message: str, gen: int, now: str, previous: list[Any]
+) -> Condition:
+    status = "True" if true else "False"
+    since = now
+    for old in previous:
+        if old.get("type") == kind and old.get("status") == status:
+            since = old.get("lastTransitionTime", now)
+    return Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=gen,
+    )
+
+
+def compute_status(
+    server: str,
+    namespace: str,
+    spec: QwenModelServerSpec,
+    desired: list[dict[str, Any]],
+    seen: Observed,
+    now: str,
+) -> QwenModelServerStatus:
+    """The status to write, from the desired children and what was observed."""
+    deployment = seen.children.get("Deployment")
+    want_hash = next(
+        c["spec"]["template"]["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+        for c in desired
+        if c["kind"] == "Deployment"
+    )
+    live_hash = _get(
+        deployment, "spec", "template", "metadata", "annotations", SPEC_HASH_ANNOTATION
+    )
+    new_pods = [
+        p
+        for p in seen.pods
+        if _get(p, "metadata", "annotations", SPEC_HASH_ANNOTATION) == want_hash
+        and not _get(p, "metadata", "deletionTimestamp")
+    ]
+    done, progress, blocked = rollout(deployment)
+    problem = pod_problem(new_pods) or blocked
+    if seen.errors:
+        problem = ("ApplyFailed", seen.errors[0])
+    missing = [c["kind"] for c in desired if c["kind"] not in seen.children]
+    if live_hash != want_hash:
+        done, progress = False, "rolling out the new spec"
+    if seen.changed:
+        done, progress = False, f"applied {', '.join(seen.changed)}"
+    elif missing:
+        done, progress = False, f"creating {', '.join(missing)}"
+
+    dep_status = (deployment or {}).get("status") or {}
+    ready_replicas = dep_status.get("readyReplicas", 0)
+    want_replicas = _get(deployment, "spec", "replicas", default=spec.replicas)
+    ready = done and problem is None
+    stalled = problem is not None
+    phase: Phase = "Ready" if ready else "Progressing"
+    if stalled:
+        phase = "Degraded" if ready_replicas > 0 else "Failed"
+    reason, message = ("Ready", progress) if ready else problem or ("Progressing", progress)
+
+    gen, prev = seen.generation, seen.previous
+    conditions = [
+        _condition("Ready", ready, reason, message, gen, now, prev),
+        _condition(
+            "Reconciling",
+            not ready and not stalled,
+            "Progressing" if not ready and not stalled else reason,
+            progress,
+            gen,
+            now,
+            prev,
+        ),
+        _condition(
+            "Stalled",
+            stalled,
+            reason if stalled else "NotStalled",
+            message if stalled else "",
+            gen,
+            now,
+            prev,
+        ),
+    ]
+    children = [
+        ChildStatus(
+            kind=c["kind"],
+            name=c["metadata"]["name"],
+            ready=c["kind"] in seen.children and (c["kind"] != "Deployment" or done),
+            message="" if c["kind"] in seen.children else "missing",
+        )
+        for c in desired
+    ]
+    return QwenModelServerStatus(
+        observed_generation=gen,
+        phase=phase,
+        ready=f"{ready_replicas}/{want_replicas}",
+        replicas=dep_status.get("replicas", 0),
+        ready_replicas=ready_replicas,
+        updated_replicas=dep_status.get("updatedReplicas", 0),
+        url=service_url(server, namespace, spec.service.port),
+        reason=message if not ready else progress,
+        conditions=conditions,
+        children=children,
+    )

@@ -1,0 +1,66 @@
+"""In-memory cache of the watched objects, fed by kopf's watch events.
+
+Reconciles read only from here, so a reconcile with nothing to change sends no
+request at all. Bodies are kept slim (no managedFields) to bound memory.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from typing import Any
+
+from .builders.names import LABEL_INSTANCE
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+def slim(body: Any) -> dict[str, Any]:
+    """A deep copy without the fields the operator never reads."""
+    out: dict[str, Any] = copy.deepcopy(dict(body))
+    meta = out.get("metadata", {})
+    meta.pop("managedFields", None)
+    meta.get("annotations", {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    return out
+
+
+class Store:
+    """Servers by key; children and pods by (namespace, server name)."""
+
+    def __init__(self) -> None:
+        self.servers: dict[Key, dict[str, Any]] = {}
+        self._children: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
+
+    def put_server(self, body: Any, deleted: bool = False) -> Key:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if deleted:
+            self.servers.pop(key, None)
+        else:
+            self.servers[key] = slim(body)
+        return key
+
+    def put_child(self, body: Any, deleted: bool = False) -> Key | None:
+        """Record a child (or a pod); returns the key of the server it belongs to."""
+        meta = body["metadata"]
+        server = (meta.get("labels") or {}).get(LABEL_INSTANCE)
+        if not server:
+            return None
+        key = (meta["namespace"], server)
+        table = self._pods if body.get("kind") == "Pod" else self._children
+        slot = meta["name"] if body.get("kind") == "Pod" else body["kind"]
+        if body.get("kind") != "Pod" and meta["name"] != server:
+            return None  # not one of the server's children (they share its name)
+        if deleted:
+            table[key].pop(slot, None)
+            if not table[key]:
+                del table[key]
+        else:
+            table[key][slot] = slim(body)
+        return key
+
+    def children(self, key: Key) -> dict[str, dict[str, Any]]:
+        return dict(self._children.get(key, {}))
+
+    def pods(self, key: Key) -> list[dict[str, Any]]:
+        return list(self._pods.get(key, {}).values())

@@ -1,0 +1,66 @@
+"""The Argo CD health check (deploy/argocd/.../health.lua) against its health_test.yaml.
+
+Argo CD runs health scripts in gopher-lua (Lua 5.1) with the object as the global
+`obj`; lupa's Lua 5.1 runtime does the same here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+lua51 = pytest.importorskip("lupa.lua51", reason="lupa (dev extra) ships Lua 5.1")
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECK = ROOT / "deploy/argocd/serving.qms.io/QwenModelServer"
+CASES = yaml.safe_load((CHECK / "health_test.yaml").read_text())["tests"]
+
+
+def health(obj: dict[str, Any]) -> dict[str, str]:
+    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals()["obj"] = lua.table_from(obj, recursive=True)
+    result = lua.execute((CHECK / "health.lua").read_text())
+    return {"status": result["status"], "message": result["message"]}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[Path(c["inputPath"]).stem for c in CASES])
+def test_health_case(case: dict[str, Any]) -> None:
+    obj = yaml.safe_load((CHECK / case["inputPath"]).read_text())
+    assert health(obj) == case["healthStatus"]
+
+
+def test_cases_cover_the_required_situations() -> None:
+    assert sorted(Path(c["inputPath"]).stem for c in CASES) == [
+        "degraded-after-progress",
+        "healthy",
+        "kserve-trap",
+        "no-status",
+        "ready-unknown",
+        "reconciling",
+        "stale-generation",
+        "stale-ready-condition",
+        "stalled",
+    ]
+    assert sorted(p.name for p in (CHECK / "testdata").iterdir()) == sorted(
+        Path(c["inputPath"]).name for c in CASES
+    )
+
+
+def test_condition_order_does_not_matter() -> None:
+    """One authoritative Ready: reversing the conditions changes nothing."""
+    for case in CASES:
+        obj = yaml.safe_load((CHECK / case["inputPath"]).read_text())
+        if obj.get("status", {}).get("conditions"):
+            obj["status"]["conditions"].reverse()
+        assert health(obj) == case["healthStatus"], case["inputPath"]
+
+
+def test_argocd_cm_patch_embeds_the_same_lua() -> None:
+    patch = yaml.safe_load((ROOT / "deploy/argocd/argocd-cm-patch.yaml").read_text())
+    assert patch["metadata"] == {"name": "argocd-cm", "namespace": "argocd"}
+    key = "resource.customizations.health.serving.qms.io_QwenModelServer"
+    assert list(patch["data"]) == [key]
+    assert patch["data"][key] == (CHECK / "health.lua").read_text()
