@@ -42,11 +42,9 @@ def register(registry: kopf.OperatorRegistry, store: Store, queue: WorkQueue) ->
             queue.enqueue(key)
 
     for group, version, plural in CHILD_RESOURCES:
+        # Children are matched by owner reference in the store (a label edited away
+        # must not hide one); pods, owned by ReplicaSets, by the operator's label.
+        labels = {LABEL_MANAGED_BY: MANAGER} if plural == "pods" else None
         kopf.on.event(
-            group,
-            version,
-            plural,
-            labels={LABEL_MANAGED_BY: MANAGER},
-            registry=registry,
-            id=f"child-{plural}",
+            group, version, plural, labels=labels, registry=registry, id=f"child-{plural}"
         )(on_child)

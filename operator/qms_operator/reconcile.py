@@ -92,12 +92,24 @@ class Reconciler:
         desired = desired_children(name, namespace, meta["uid"], spec)
         status = compute_status(name, namespace, spec, desired, seen, _now())
         body = status.model_dump(by_alias=True, mode="json")
+        await self._announce_stall(server, status.conditions, current.get("conditions", []))
         if body != current:
             try:
                 await self._call(self.api.patch_status, namespace, name, body)
             except ApiError as exc:
                 errors.append(str(exc))
         return not errors
+
+    async def _announce_stall(
+        self, server: dict[str, Any], conditions: list[Any], previous: list[dict[str, Any]]
+    ) -> None:
+        """A Warning Event when the server becomes Stalled, or stalls for a new reason."""
+        stalled = next(c for c in conditions if c.type == "Stalled")
+        before = next((c for c in previous if c.get("type") == "Stalled"), {})
+        if stalled.status == "True" and (
+            before.get("status") != "True" or before.get("reason") != stalled.reason
+        ):
+            await self._call(self.api.event, server, "Warning", stalled.reason, stalled.message)
 
     async def _apply_children(
         self, server: dict[str, Any], spec: QwenModelServerSpec

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import kopf
@@ -31,6 +32,33 @@ def _settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [1, 2, 5, 10, 10, 10]
     settings.networking.request_timeout = 30
+
+
+class Health:
+    """Liveness: the process runs, and once leading, kopf's operator task runs too."""
+
+    def __init__(self) -> None:
+        self.operator_task: asyncio.Task[None] | None = None
+
+    def ok(self) -> bool:
+        return self.operator_task is None or not self.operator_task.done()
+
+    def serve(self, port: int) -> None:
+        health = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                good = self.path == "/healthz" and health.ok()
+                self.send_response(200 if good else 503)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok\n" if good else b"not ok\n")
+
+            def log_message(self, *args: Any) -> None:  # no access log
+                pass
+
+        server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
 
 
 def _wait_for_leadership(namespace: str) -> None:
@@ -65,7 +93,7 @@ def _wait_for_leadership(namespace: str) -> None:
     log.info("leading as %s", identity)
 
 
-async def _main(args: argparse.Namespace) -> None:
+async def _main(args: argparse.Namespace, health: Health) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=32))
     store = Store()
@@ -83,13 +111,11 @@ async def _main(args: argparse.Namespace) -> None:
         {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
     )
     resync_task = asyncio.create_task(resync(store, queue, args.resync_seconds))
+    health.operator_task = asyncio.create_task(
+        kopf.operator(registry=registry, standalone=True, **scope)
+    )
     try:
-        await kopf.operator(
-            registry=registry,
-            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
-            standalone=True,
-            **scope,
-        )
+        await health.operator_task
     finally:
         resync_task.cancel()
 
@@ -103,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:  # kopf logs every handled watch event at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     start_http_server(args.metrics_port)
+    health = Health()
+    health.serve(args.health_port)
     if args.lease_namespace:
         _wait_for_leadership(args.lease_namespace)
-    asyncio.run(_main(args))
+    asyncio.run(_main(args, health))
     return 0

@@ -72,8 +72,14 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
-def rollout(deployment: dict[str, Any] | None) -> tuple[bool, str, tuple[str, str] | None]:
-    """(complete, progress message, blocking problem) of a Deployment's rollout."""
+def rollout(
+    deployment: dict[str, Any] | None, least: int = 0
+) -> tuple[bool, str, tuple[str, str] | None]:
+    """(complete, progress message, blocking problem) of a Deployment's rollout.
+
+    ``least``: replicas required whatever the Deployment says (the HPA's minimum,
+    which the HPA applies a few seconds after the Deployment is created).
+    """
     if deployment is None:
         return False, "Deployment not created yet", None
     status = deployment.get("status") or {}
@@ -84,7 +90,7 @@ def rollout(deployment: dict[str, Any] | None) -> tuple[bool, str, tuple[str, st
             return False, "rollout stuck", ("ReplicaFailure", cond.get("message", ""))
     if status.get("observedGeneration", 0) < _get(deployment, "metadata", "generation", default=0):
         return False, "Deployment change not yet seen by its controller", None
-    want = _get(deployment, "spec", "replicas", default=1)
+    want = max(_get(deployment, "spec", "replicas", default=1), least)
     updated = status.get("updatedReplicas", 0)
     total = status.get("replicas", 0)
     available = status.get("availableReplicas", 0)
@@ -139,7 +145,8 @@ def compute_status(
         if _get(p, "metadata", "annotations", SPEC_HASH_ANNOTATION) == want_hash
         and not _get(p, "metadata", "deletionTimestamp")
     ]
-    done, progress, blocked = rollout(deployment)
+    least = spec.autoscaling.min_replicas if spec.autoscaling.enabled else 0
+    done, progress, blocked = rollout(deployment, least)
     problem = pod_problem(new_pods) or blocked
     if seen.errors:
         problem = ("ApplyFailed", seen.errors[0])
@@ -153,7 +160,7 @@ def compute_status(
 
     dep_status = (deployment or {}).get("status") or {}
     ready_replicas = dep_status.get("readyReplicas", 0)
-    want_replicas = _get(deployment, "spec", "replicas", default=spec.replicas)
+    want_replicas = max(_get(deployment, "spec", "replicas", default=spec.replicas), least)
     ready = done and problem is None
     stalled = problem is not None
     phase: Phase = "Ready" if ready else "Progressing"

@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from .builders.names import LABEL_INSTANCE
+from .spec import API_VERSION, KIND
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -22,6 +23,18 @@ def slim(body: Any) -> dict[str, Any]:
     meta.pop("managedFields", None)
     meta.get("annotations", {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
     return out
+
+
+def owner(body: Any) -> str | None:
+    """Name of the QwenModelServer that controls this object, if one does."""
+    for ref in body["metadata"].get("ownerReferences") or []:
+        if (
+            ref.get("controller")
+            and ref.get("kind") == KIND
+            and ref.get("apiVersion") == API_VERSION
+        ):
+            return str(ref["name"])
+    return None
 
 
 class Store:
@@ -41,15 +54,20 @@ class Store:
         return key
 
     def put_child(self, body: Any, deleted: bool = False) -> Key | None:
-        """Record a child (or a pod); returns the key of the server it belongs to."""
+        """Record a child (or a pod); returns the key of the server it belongs to.
+
+        Children are found by their controller reference, so one whose labels were
+        edited away is still seen (and repaired); pods by their instance label.
+        """
         meta = body["metadata"]
-        server = (meta.get("labels") or {}).get(LABEL_INSTANCE)
+        is_pod = body.get("kind") == "Pod"
+        server = (meta.get("labels") or {}).get(LABEL_INSTANCE) if is_pod else owner(body)
         if not server:
             return None
         key = (meta["namespace"], server)
-        table = self._pods if body.get("kind") == "Pod" else self._children
-        slot = meta["name"] if body.get("kind") == "Pod" else body["kind"]
-        if body.get("kind") != "Pod" and meta["name"] != server:
+        table = self._pods if is_pod else self._children
+        slot = meta["name"] if is_pod else body["kind"]
+        if not is_pod and meta["name"] != server:
             return None  # not one of the server's children (they share its name)
         if deleted:
             table[key].pop(slot, None)

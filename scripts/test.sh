@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): lint, types, layers, static deploy checks,
+# the control plane (built once, cached), then every test tier.
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy --strict"
+mypy
+echo "== import-linter (operator layers; no torch in the operator)"
+lint-imports
+echo "== control plane binaries (cold build: several minutes, then cached)"
+qms-cluster build
+echo "== deploy checks (hadolint, kustomize, checkov)"
+bash scripts/check-deploy.sh
+echo "== pytest"
+# Each run gets its own control plane state so a cluster left up elsewhere is untouched.
+export QMS_CLUSTER_DIR=${QMS_CLUSTER_DIR:-$(mktemp -d /tmp/qms-cluster-test.XXXXXX)}
+pytest -p no:cacheprovider "$@"
