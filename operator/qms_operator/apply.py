@@ -43,7 +43,9 @@ class Api:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-            api_client = client.ApiClient()
+            cfg = client.Configuration.get_default_copy()
+            cfg.connection_pool_maxsize = 32  # as many as reconciles run at once
+            api_client = client.ApiClient(cfg)
         self._client = api_client
         self._dynamic: DynamicClient | None = None
 

@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resync-seconds", type=float, default=60.0, help="periodic reconcile interval"
     )
+    run.add_argument("--workers", type=int, default=16, help="servers reconciled at once")
     run.add_argument(
         "--lease-namespace", default="", help="namespace of the leader Lease (empty: none)"
     )

@@ -31,13 +31,14 @@ CHILD_RESOURCES = [
 def register(registry: kopf.OperatorRegistry, store: Store, queue: WorkQueue) -> None:
     """Register the handlers on a registry (no module-level state)."""
 
-    async def on_server(body: kopf.Body, type: str | None, **_: Any) -> None:
-        queue.enqueue(store.put_server(body, deleted=type == "DELETED"))
+    # event["object"] is the raw watch-event body: a fresh dict per event, kept as is.
+    async def on_server(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
+        queue.enqueue(store.put_server(event["object"], deleted=type == "DELETED"))
 
     kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="modelserver")(on_server)
 
-    async def on_child(body: kopf.Body, type: str | None, **_: Any) -> None:
-        key = store.put_child(body, deleted=type == "DELETED")
+    async def on_child(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
+        key = store.put_child(event["object"], deleted=type == "DELETED")
         if key is not None and key in store.servers:
             queue.enqueue(key)
 

@@ -58,6 +58,7 @@ class Reconciler:
     def __init__(self, api: Api, store: Store) -> None:
         self.api = api
         self.store = store
+        self._events: set[asyncio.Task[None]] = set()
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -78,7 +79,7 @@ class Reconciler:
             invalid = _invalid_status(generation, current, error)
             if current.get("reason") != error or current.get("observedGeneration") != generation:
                 await self._call(self.api.patch_status, namespace, name, invalid)
-                await self._call(self.api.event, server, "Warning", "InvalidSpec", error)
+                self._event(server, "Warning", "InvalidSpec", error)
             return True
         changed, errors = await self._apply_children(server, spec)
         seen = Observed(
@@ -109,57 +110,74 @@ class Reconciler:
         if stalled.status == "True" and (
             before.get("status") != "True" or before.get("reason") != stalled.reason
         ):
-            await self._call(self.api.event, server, "Warning", stalled.reason, stalled.message)
+            self._event(server, "Warning", stalled.reason, stalled.message)
+
+    def _event(self, server: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post an Event in the background: it must not slow the reconcile down."""
+        task = asyncio.get_running_loop().create_task(
+            self._call(self.api.event, server, type_, reason, message)
+        )
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
+
+    async def _apply_one(
+        self, server: dict[str, Any], child: dict[str, Any], existing: dict[str, Any] | None
+    ) -> tuple[str, str]:
+        """Apply one child: (verb, detail) on success, ("", error) on failure."""
+        drift = differences(child, existing) if existing is not None else []
+        try:
+            applied = await self._call(self.api.apply, child)
+        except ApiError as exc:
+            return "", str(exc)
+        self.store.put_child(applied)
+        if existing is None:
+            return "Created", child["kind"]
+        return "Updated", f"{child['kind']} ({', '.join(drift[:3])} differed)"
+
+    async def _delete_one(self, api_version: str, kind: str, existing: dict[str, Any]) -> str:
+        meta = existing["metadata"]
+        try:
+            await self._call(
+                self.api.delete, api_version, kind, meta["namespace"], meta["name"], meta["uid"]
+            )
+        except ApiError as exc:
+            return str(exc)
+        self.store.put_child(existing, deleted=True)
+        return ""
 
     async def _apply_children(
         self, server: dict[str, Any], spec: QwenModelServerSpec
     ) -> tuple[list[str], list[str]]:
+        """Apply the children that differ and delete the unwanted ones, all at once.
+
+        Returns the kinds changed and the errors. One Event per verb names them all.
+        """
         meta = server["metadata"]
-        key = (meta["namespace"], meta["name"])
-        live = self.store.children(key)
-        changed: list[str] = []
-        errors: list[str] = []
-        for child in desired_children(meta["name"], meta["namespace"], meta["uid"], spec):
-            kind = child["kind"]
-            existing = live.get(kind)
-            drift = differences(child, existing) if existing is not None else ["(missing)"]
-            if not drift:
-                continue
-            try:
-                applied = await self._call(self.api.apply, child)
-            except ApiError as exc:
-                errors.append(str(exc))
-                await self._call(self.api.event, server, "Warning", "ApplyFailed", str(exc))
-                continue
-            self.store.put_child(applied)
-            changed.append(kind)
-            verb = "Created" if existing is None else "Updated"
-            detail = "" if existing is None else f" ({', '.join(drift[:3])} differed)"
-            await self._call(
-                self.api.event, server, "Normal", verb, f"{verb} {kind} {meta['name']}{detail}"
-            )
-        for api_version, kind in unwanted_kinds(spec):
-            existing = live.get(kind)
-            if existing is None:
-                continue
-            try:
-                await self._call(
-                    self.api.delete,
-                    api_version,
-                    kind,
-                    meta["namespace"],
-                    meta["name"],
-                    existing["metadata"]["uid"],
-                )
-            except ApiError as exc:
-                errors.append(str(exc))
-                continue
-            self.store.put_child(existing, deleted=True)
-            changed.append(kind)
-            await self._call(
-                self.api.event, server, "Normal", "Deleted", f"Deleted {kind} {meta['name']}"
-            )
-        return changed, errors
+        live = self.store.children((meta["namespace"], meta["name"]))
+        wanted = [
+            child
+            for child in desired_children(meta["name"], meta["namespace"], meta["uid"], spec)
+            if child["kind"] not in live or differences(child, live[child["kind"]])
+        ]
+        unwanted = [(api, kind) for api, kind in unwanted_kinds(spec) if kind in live]
+        applied = await asyncio.gather(
+            *(self._apply_one(server, c, live.get(c["kind"])) for c in wanted)
+        )
+        deleted = await asyncio.gather(
+            *(self._delete_one(api, kind, live[kind]) for api, kind in unwanted)
+        )
+        errors = [detail for verb, detail in applied if not verb] + [e for e in deleted if e]
+        for verb in ("Created", "Updated"):
+            done = [detail for v, detail in applied if v == verb]
+            if done:
+                self._event(server, "Normal", verb, f"{verb} {', '.join(done)} {meta['name']}")
+        gone = [kind for (_, kind), error in zip(unwanted, deleted, strict=True) if not error]
+        if gone:
+            self._event(server, "Normal", "Deleted", f"Deleted {', '.join(gone)} {meta['name']}")
+        for error in errors:
+            self._event(server, "Warning", "ApplyFailed", error)
+        changed = [c["kind"] for c, (verb, _) in zip(wanted, applied, strict=True) if verb]
+        return changed + gone, errors
 
 
 class WorkQueue:

@@ -98,7 +98,7 @@ async def _main(args: argparse.Namespace, health: Health) -> None:
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=32))
     store = Store()
     reconciler = Reconciler(Api(), store)
-    queue = WorkQueue(reconciler.reconcile)
+    queue = WorkQueue(reconciler.reconcile, concurrency=args.workers)
     registry = kopf.OperatorRegistry()
     register(registry, store, queue)
     kopf.on.login(registry=registry)(kopf.login_via_client)

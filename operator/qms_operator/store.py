@@ -6,7 +6,6 @@ request at all. Bodies are kept slim (no managedFields) to bound memory.
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 from typing import Any
 
@@ -17,11 +16,21 @@ Key = tuple[str, str]  # (namespace, name)
 
 
 def slim(body: Any) -> dict[str, Any]:
-    """A deep copy without the fields the operator never reads."""
-    out: dict[str, Any] = copy.deepcopy(dict(body))
-    meta = out.get("metadata", {})
+    """The object without the fields the operator never reads (managedFields, last-applied).
+
+    Shallow: each watch event brings a new body, and the store never changes one.
+    """
+    out = dict(body)
+    meta = dict(out.get("metadata", {}))
     meta.pop("managedFields", None)
-    meta.get("annotations", {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    annotations = meta.get("annotations")
+    if annotations and "kubectl.kubernetes.io/last-applied-configuration" in annotations:
+        meta["annotations"] = {
+            k: v
+            for k, v in annotations.items()
+            if k != "kubectl.kubernetes.io/last-applied-configuration"
+        }
+    out["metadata"] = meta
     return out
 
 
