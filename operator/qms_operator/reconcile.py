@@ -20,7 +20,7 @@ from .builders import desired_children, unwanted_kinds
 from .diff import differences
 from .metrics import QUEUE_DEPTH, RECONCILE_SECONDS, RECONCILES, SERVERS
 from .spec import QwenModelServerSpec, parse_spec
-from .status import Observed, compute_status
+from .status import Observed, compute_status, replace_one_at_a_time
 from .store import Key, Store
 
 log = logging.getLogger("qms_operator")
@@ -81,7 +81,10 @@ class Reconciler:
                 await self._call(self.api.patch_status, namespace, name, invalid)
                 self._event(server, "Warning", "InvalidSpec", error)
             return True
-        changed, errors = await self._apply_children(server, spec)
+        replace_one = replace_one_at_a_time(
+            spec, self.store.children(key).get("Deployment"), self.store.pods(key)
+        )
+        changed, errors = await self._apply_children(server, spec, replace_one)
         seen = Observed(
             generation=generation,
             children=self.store.children(key),
@@ -90,7 +93,7 @@ class Reconciler:
             errors=errors,
             previous=current.get("conditions", []),
         )
-        desired = desired_children(name, namespace, meta["uid"], spec)
+        desired = desired_children(name, namespace, meta["uid"], spec, replace_one)
         status = compute_status(name, namespace, spec, desired, seen, _now())
         body = status.model_dump(by_alias=True, mode="json")
         await self._announce_stall(server, status.conditions, current.get("conditions", []))
@@ -146,7 +149,7 @@ class Reconciler:
         return ""
 
     async def _apply_children(
-        self, server: dict[str, Any], spec: QwenModelServerSpec
+        self, server: dict[str, Any], spec: QwenModelServerSpec, replace_one: bool
     ) -> tuple[list[str], list[str]]:
         """Apply the children that differ and delete the unwanted ones, all at once.
 
@@ -156,7 +159,9 @@ class Reconciler:
         live = self.store.children((meta["namespace"], meta["name"]))
         wanted = [
             child
-            for child in desired_children(meta["name"], meta["namespace"], meta["uid"], spec)
+            for child in desired_children(
+                meta["name"], meta["namespace"], meta["uid"], spec, replace_one
+            )
             if child["kind"] not in live or differences(child, live[child["kind"]])
         ]
         unwanted = [(api, kind) for api, kind in unwanted_kinds(spec) if kind in live]

@@ -72,6 +72,39 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
+def _gpu_short(pod: dict[str, Any], resource: str) -> bool:
+    return any(
+        cond.get("reason") == "Unschedulable"
+        and f"Insufficient {resource}" in cond.get("message", "")
+        for cond in _get(pod, "status", "conditions", default=[])
+    )
+
+
+def replace_one_at_a_time(
+    spec: QwenModelServerSpec, deployment: dict[str, Any] | None, pods: list[dict[str, Any]]
+) -> bool:
+    """GPU-aware rollout: replace pods one at a time when no GPU is free for a surge pod.
+
+    Chosen while a rollout is under way, old pods serve, and a pod of the new template
+    cannot be scheduled for lack of GPUs; kept until that rollout completes.
+    """
+    if spec.resources.gpu.count == 0 or deployment is None:
+        return False
+    if rollout(deployment)[0]:
+        return False
+    strategy = _get(deployment, "spec", "strategy", "rollingUpdate", default={})
+    if strategy.get("maxSurge") == 0:
+        return True
+    serving = _get(deployment, "status", "readyReplicas", default=0) > 0
+    template_hash = _get(
+        deployment, "spec", "template", "metadata", "annotations", SPEC_HASH_ANNOTATION
+    )
+    new = [
+        p for p in pods if _get(p, "metadata", "annotations", SPEC_HASH_ANNOTATION) == template_hash
+    ]
+    return serving and any(_gpu_short(p, spec.resources.gpu.resource_name) for p in new)
+
+
 def rollout(
     deployment: dict[str, Any] | None, least: int = 0
 ) -> tuple[bool, str, tuple[str, str] | None]:
@@ -121,6 +154,17 @@ def _condition(
     )
 
 
+def _child(
+    desired: dict[str, Any], live: dict[str, Any], deployment_done: bool, deployment_message: str
+) -> ChildStatus:
+    kind, name = desired["kind"], desired["metadata"]["name"]
+    if kind not in live:
+        return ChildStatus(kind=kind, name=name, ready=False, message="missing")
+    if kind == "Deployment" and not deployment_done:
+        return ChildStatus(kind=kind, name=name, ready=False, message=deployment_message)
+    return ChildStatus(kind=kind, name=name, ready=True)
+
+
 def compute_status(
     server: str,
     namespace: str,
@@ -148,11 +192,19 @@ def compute_status(
     least = spec.autoscaling.min_replicas if spec.autoscaling.enabled else 0
     done, progress, blocked = rollout(deployment, least)
     problem = pod_problem(new_pods) or blocked
+    strategy = _get(deployment, "spec", "strategy", "rollingUpdate", default={})
+    replacing = strategy.get("maxSurge") == 0 and not done
+    if replacing and problem and problem[0] == "Unschedulable":
+        # Expected while old pods hold the GPUs: one goes, then the new one schedules.
+        problem = None
+    if replacing:
+        progress = f"no free GPU for a surge pod: replacing pods one at a time; {progress}"
     if seen.errors:
         problem = ("ApplyFailed", seen.errors[0])
     missing = [c["kind"] for c in desired if c["kind"] not in seen.children]
     if live_hash != want_hash:
         done, progress = False, "rolling out the new spec"
+    deployment_done, deployment_message = done, progress
     if seen.changed:
         done, progress = False, f"applied {', '.join(seen.changed)}"
     elif missing:
@@ -190,15 +242,7 @@ def compute_status(
             prev,
         ),
     ]
-    children = [
-        ChildStatus(
-            kind=c["kind"],
-            name=c["metadata"]["name"],
-            ready=c["kind"] in seen.children and (c["kind"] != "Deployment" or done),
-            message="" if c["kind"] in seen.children else "missing",
-        )
-        for c in desired
-    ]
+    children = [_child(c, seen.children, deployment_done, deployment_message) for c in desired]
     return QwenModelServerStatus(
         observed_generation=gen,
         phase=phase,

@@ -478,3 +478,47 @@ def _try(fn: Any) -> Any:
         return fn()
     except OSError:
         return None
+
+
+def test_gpu_aware_rollout_replaces_one_at_a_time(cluster: Cluster, op: Operator, ns: str) -> None:
+    """Every H200 GPU taken: no surge pod fits, so the rollout replaces pods one by one."""
+    full = SMALL.replace(
+        "gpu: {count: 0}", "gpu: {count: 8, acceleratorTypes: [nvidia-h200]}"
+    ).replace("spec:\n", "spec:\n  replicas: 2\n")
+    apply_yaml(cluster, ns, full)
+    wait_for("two full-node replicas Ready", lambda: is_ready(cluster, "small", ns), 60)
+    new_image = "ghcr.io/qms-io/qms-runtime:0.2.0"
+    cluster.kubectl(
+        "patch",
+        "modelserver",
+        "small",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"runtime": {"image": new_image}}}),
+    )
+    replacing = wait_for(
+        "fallback to replace-one",
+        lambda: (
+            (o := get(cluster, "modelserver", "small", ns))
+            and "replacing pods one at a time" in o["status"]["reason"]
+            and o
+        ),
+        60,
+    )
+    assert condition(replacing, "Stalled")["status"] == "False"
+    strategy = get(cluster, "deployment", "small", ns)["spec"]["strategy"]  # type: ignore[index]
+    assert strategy["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    wait_for("Ready on the new image", lambda: is_ready(cluster, "small", ns), 90)
+    pods = items(cluster, "pods", ns, "app.kubernetes.io/instance=small")
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert [p["spec"]["containers"][0]["image"] for p in live] == [new_image] * 2
+    wait_for(
+        "surge strategy restored",
+        lambda: (
+            get(cluster, "deployment", "small", ns)["spec"]["strategy"]["rollingUpdate"]  # type: ignore[index]
+            == {"maxSurge": 1, "maxUnavailable": 0}
+        ),
+        15,
+    )

@@ -246,3 +246,20 @@ def test_spec_is_frozen() -> None:
         assert "frozen" in str(exc)
     else:
         raise AssertionError("spec is not frozen")
+
+
+def test_replace_one_at_a_time_rollout() -> None:
+    spec = parse_spec(MINIMAL)
+    surge = desired_children("s", "models", "uid-1", spec)
+    replace = desired_children("s", "models", "uid-1", spec, replace_one=True)
+    strategies = [
+        next(c for c in children if c["kind"] == "Deployment")["spec"]["strategy"]
+        for children in (surge, replace)
+    ]
+    assert strategies == [
+        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+    ]
+    assert [c for c in surge if c["kind"] != "Deployment"] == [
+        c for c in replace if c["kind"] != "Deployment"
+    ]

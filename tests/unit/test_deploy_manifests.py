@@ -21,7 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("QMS_CACHE", Path.home() / ".cache/qms"))
 K8S_VERSION = "1.34"
 RENDERED = ["deploy", "deploy/overlays/namespaced", "deploy/monitoring", "deploy/quota"]
-FILES = ["deploy/monitoring/keda", "deploy/signing", "deploy/argocd/argocd-cm-patch.yaml"]
+FILES = [
+    "deploy/monitoring/keda",
+    "deploy/signing",
+    "deploy/argocd/argocd-cm-patch.yaml",
+    "deploy/demo",
+]
 # Kinds from other projects: their CRDs are not installed here and kubernetes-validate
 # has no schema for them. Their content is checked by the targeted tests below.
 FOREIGN = {

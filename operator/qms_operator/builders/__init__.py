@@ -41,12 +41,24 @@ CHILD_KINDS: list[tuple[str, str, Builder, Callable[[QwenModelServerSpec], bool]
 
 
 def desired_children(
-    server: str, namespace: str, uid: str, spec: QwenModelServerSpec
+    server: str, namespace: str, uid: str, spec: QwenModelServerSpec, replace_one: bool = False
 ) -> list[dict[str, Any]]:
-    """Every child the spec asks for, in apply order."""
-    return [
+    """Every child the spec asks for, in apply order.
+
+    ``replace_one``: roll the Deployment out one pod at a time, without a surge pod
+    (chosen by the reconciler when no GPU is free for one).
+    """
+    children = [
         build(server, namespace, uid, spec) for _, _, build, wanted in CHILD_KINDS if wanted(spec)
     ]
+    if replace_one:
+        children = [
+            deployment(server, namespace, uid, spec, replace_one=True)
+            if c["kind"] == "Deployment"
+            else c
+            for c in children
+        ]
+    return children
 
 
 def unwanted_kinds(spec: QwenModelServerSpec) -> list[tuple[str, str]]:

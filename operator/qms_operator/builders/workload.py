@@ -8,16 +8,24 @@ from ..spec import QwenModelServerSpec
 from .names import metadata, quantity, selector_labels
 from .pod import pod_template
 
+SURGE = {"maxSurge": 1, "maxUnavailable": 0}
+REPLACE_ONE = {"maxSurge": 0, "maxUnavailable": 1}
 
-def deployment(server: str, namespace: str, uid: str, spec: QwenModelServerSpec) -> dict[str, Any]:
-    """The runtime Deployment. Under autoscaling ``replicas`` is left out: the HPA owns it."""
+
+def deployment(
+    server: str, namespace: str, uid: str, spec: QwenModelServerSpec, replace_one: bool = False
+) -> dict[str, Any]:
+    """The runtime Deployment. Under autoscaling ``replicas`` is left out: the HPA owns it.
+
+    Rollouts surge one pod at a time and never drop below the serving capacity;
+    ``replace_one`` (no GPU free for a surge pod) replaces pods one at a time instead.
+    """
     body: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(server)},
         "template": pod_template(server, spec),
-        # Never drop below the serving capacity; one extra pod at a time (GPUs are scarce).
         "strategy": {
             "type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            "rollingUpdate": dict(REPLACE_ONE if replace_one else SURGE),
         },
         "revisionHistoryLimit": 3,
         # A rollout may take as long as a model load, plus scheduling time.
