@@ -56,12 +56,20 @@ def wait_for(
 class Operator:
     """A `qms-operator run` subprocess with its metrics and health ports."""
 
-    def __init__(self, cluster: Cluster, namespaces: list[str], *extra: str, log: Path) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespaces: list[str],
+        *extra: str,
+        log: Path,
+        kubeconfig: Path | None = None,
+    ) -> None:
         self.metrics_port = free_port()
         self.health_port = free_port()
         args = [f"--namespace={ns}" for ns in namespaces] or ["--all-namespaces"]
         self.log = log
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        config = kubeconfig or cluster.kubeconfig
+        env = {**os.environ, "KUBECONFIG": str(config), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -126,8 +134,14 @@ class Operator:
 
 
 @contextmanager
-def operator(cluster: Cluster, namespaces: list[str], *extra: str, log: Path) -> Iterator[Operator]:
-    op = Operator(cluster, namespaces, *extra, log=log)
+def operator(
+    cluster: Cluster,
+    namespaces: list[str],
+    *extra: str,
+    log: Path,
+    kubeconfig: Path | None = None,
+) -> Iterator[Operator]:
+    op = Operator(cluster, namespaces, *extra, log=log, kubeconfig=kubeconfig)
     try:
         op.wait_healthy()
         yield op

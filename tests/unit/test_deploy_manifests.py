@@ -136,7 +136,7 @@ def test_install_contents() -> None:
     assert dep["spec"]["replicas"] == 2
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert c["args"] == ["run", "--all-namespaces"]
+    assert c["args"] == ["run", "--all-namespaces", "--lease-namespace=$(POD_NAMESPACE)"]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"healthz": 8081, "metrics": 9090}
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
@@ -165,10 +165,10 @@ def test_rbac_is_least_privilege() -> None:
     assert not [x for x in granted if x[1] in {"secrets", "configmaps"}]
     assert not [x for x in granted if x[3] in {"escalate", "bind", "impersonate"}]
     # Pods, ReplicaSets, CRDs and namespaces are only read.
-    for res in ("pods", "replicasets", "customresourcedefinitions", "namespaces"):
+    for res in ("pods", "customresourcedefinitions", "namespaces"):
         assert {x[3] for x in granted if x[1] == res} == {"get", "list", "watch"}, res
     # The spec is never updated: the servers are only patched (kopf's annotations).
-    assert {x[3] for x in granted if x[1] == "modelservers"} == {"get", "list", "watch", "patch"}
+    assert {x[3] for x in granted if x[1] == "modelservers"} == {"get", "list", "watch"}
     leases = {x for x in granted if x[1] == "leases"}
     assert leases == {
         ("coordination.k8s.io", "leases", "qms-operator", v)
@@ -192,7 +192,7 @@ def test_namespaced_overlay_grants_the_same_rules_in_one_namespace() -> None:
         ("ClusterRoleBinding", "qms-operator-crd-reader")
     ]
     (c,) = objs[("Deployment", "qms-operator")]["spec"]["template"]["spec"]["containers"]
-    assert c["args"] == ["run", "--namespace", "qms-models"]
+    assert c["args"] == ["run", "--namespace", "qms-models", "--lease-namespace=$(POD_NAMESPACE)"]
 
 
 def test_monitoring_rules_and_adapter() -> None:
