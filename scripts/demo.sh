@@ -34,6 +34,6 @@ echo "operator API writes so far:"
 curl -s localhost:19090/metrics | grep '^qms_operator_api_requests_total' || true
 
 echo "== runtime: a tiny Qwen3 model answering through the official openai client"
-python -m qms_runtime.demo "$DEMO/runtime"
+qms-runtime demo --workdir "$DEMO/runtime"
 
 echo "== done. The control plane stays up: 'qms-cluster down' stops it."

@@ -1,0 +1,326 @@
+"""Runtime benchmark: QMS vs `transformers serve` vs one-at-a-time `generate`.
+
+One command, all peers measured in the same run on the same locally built models:
+
+    python bench/runtime_bench.py            # 32 requests x 64 new tokens, concurrency 16
+
+- dense Qwen3 (~21M parameters, `tiny-model --size small`): QMS runtime,
+  `transformers serve --continuous-batching`, and plain `generate` one request at a time;
+- tiny Qwen3-Omni-MoE: QMS runtime vs `transformers serve` (which runs multimodal models
+  one request at a time) when it can load the model here, else vs one-at-a-time thinker
+  `generate` (what `transformers serve` does for it).
+
+Prints tokens/s, time to first token p50/p99, end-to-end p50/p99 and peak RSS per peer,
+and the ratios between peers. Timing lives here only, never in pass/fail tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runtime_bench_peers import sequential_worker_command
+
+QUESTIONS = [f"Request {i}: explain item {i} of the reconcile loop in detail." for i in range(64)]
+
+
+@dataclass
+class Result:
+    name: str
+    tokens: int
+    wall_s: float
+    ttft: list[float]
+    e2e: list[float]
+    peak_rss_mb: float
+    failures: int
+    note: str = ""
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s if self.wall_s else 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RssWatcher:
+    """Peak RSS of a process tree, sampled every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        try:
+            procs = [self.process, *self.process.children(recursive=True)]
+            self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
+        except psutil.Error:
+            pass
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(0.05)
+
+
+async def _one_request(
+    client: httpx.AsyncClient, model: str, question: str, max_tokens: int, extra: dict[str, Any]
+) -> tuple[int, float, float]:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
+    start = time.perf_counter()
+    first = 0.0
+    chunks = 0
+    usage_tokens = None
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            payload = json.loads(line[6:])
+            if payload.get("usage"):
+                usage_tokens = payload["usage"].get("completion_tokens")
+            for choice in payload.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    chunks += 1
+                    if not first:
+                        first = time.perf_counter() - start
+    return (
+        (usage_tokens if usage_tokens is not None else chunks),
+        first,
+        time.perf_counter() - start,
+    )
+
+
+async def load_server(
+    name: str, base_url: str, pid: int, model: str, args: argparse.Namespace, extra: dict[str, Any]
+) -> Result:
+    watcher = RssWatcher(pid)
+    limits = httpx.Limits(max_connections=args.concurrency * 2)
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
+        await _one_request(client, model, "warm up", 4, extra)  # first-request costs out
+        semaphore = asyncio.Semaphore(args.concurrency)
+        sampler = asyncio.create_task(watcher.run())
+
+        async def bounded(question: str) -> tuple[int, float, float] | None:
+            async with semaphore:
+                try:
+                    return await _one_request(client, model, question, args.max_tokens, extra)
+                except httpx.HTTPError as error:
+                    print(f"  {name}: request failed: {error!r}", file=sys.stderr)
+                    return None
+
+        start = time.perf_counter()
+        outcomes = await asyncio.gather(*(bounded(q) for q in QUESTIONS[: args.requests]))
+        wall = time.perf_counter() - start
+        sampler.cancel()
+    done = [o for o in outcomes if o is not None]
+    return Result(
+        name=name,
+        tokens=sum(o[0] for o in done),
+        wall_s=wall,
+        ttft=[o[1] for o in done],
+        e2e=[o[2] for o in done],
+        peak_rss_mb=watcher.peak / 2**20,
+        failures=len(outcomes) - len(done),
+    )
+
+
+def start_process(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(command, stdout=handle, stderr=handle, env=env)
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: process exited: {log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not up after {timeout}s")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_qms(model_dir: Path, args: argparse.Namespace, workdir: Path) -> Result:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
+    env.update(QMS_LOG_FORMAT="text", QMS_MAX_BATCH_SIZE=str(args.concurrency))
+    command = [sys.executable, "-m", "qms_runtime.cli", "serve", "--model-dir", str(model_dir),
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    log = workdir / f"qms-{model_dir.name}.log"
+    process = start_process(command, log, env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready", process, log)
+        return asyncio.run(
+            load_server("qms", f"http://127.0.0.1:{port}", process.pid, model_dir.name, args, {})
+        )
+    finally:
+        stop_process(process)
+
+
+def run_transformers_serve(
+    model_dir: Path, args: argparse.Namespace, workdir: Path, continuous: bool
+) -> Result:
+    port = free_port()
+    cli = Path(sys.executable).with_name("transformers")
+    command = [
+        *(str(cli), "serve", str(model_dir), "--device", "cpu", "--dtype", "float32"),
+        *("--host", "127.0.0.1", "--port", str(port), "--attn-implementation", "sdpa"),
+    ]
+    if continuous:
+        command += [
+            "--continuous-batching",
+            "--cb-num-blocks",
+            "512",
+            "--cb-max-batch-tokens",
+            "512",
+        ]
+    log = workdir / f"tserve-{model_dir.name}-{'cb' if continuous else 'seq'}.log"
+    process = start_process(command, log, dict(os.environ))
+    name = "transformers serve" + (" --continuous-batching" if continuous else "")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", process, log)
+        return asyncio.run(
+            load_server(name, f"http://127.0.0.1:{port}", process.pid, str(model_dir), args, {})
+        )
+    finally:
+        stop_process(process)
+
+
+def run_sequential(model_dir: Path, args: argparse.Namespace, workdir: Path) -> Result:
+    out = workdir / f"sequential-{model_dir.name}.json"
+    command = sequential_worker_command(model_dir, args.requests, args.max_tokens, out)
+    log = workdir / f"sequential-{model_dir.name}.log"
+    process = start_process(command, log, dict(os.environ))
+    watcher = RssWatcher(process.pid)
+    while process.poll() is None:
+        watcher.sample()
+        time.sleep(0.05)
+    if process.returncode != 0:
+        raise RuntimeError(log.read_text(errors="replace")[-3000:])
+    data = json.loads(out.read_text())
+    return Result(
+        name="one-at-a-time generate",
+        tokens=data["tokens"],
+        wall_s=data["wall_s"],
+        ttft=data["ttft"],
+        e2e=data["e2e"],
+        peak_rss_mb=watcher.peak / 2**20,
+        failures=0,
+    )
+
+
+def report(title: str, results: list[Result]) -> None:
+    print(f"\n## {title}")
+    columns = ("tokens", "tok/s", "TTFT p50", "TTFT p99", "e2e p50", "e2e p99", "RSS MB", "fail")
+    widths = (6, 8, 9, 9, 8, 8, 7, 4)
+    print(f"{'peer':40} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
+    for r in results:
+        print(
+            f"{r.name:40} {r.tokens:6d} {r.tokens_per_s:8.1f} {percentile(r.ttft, 50):9.3f} "
+            f"{percentile(r.ttft, 99):9.3f} {percentile(r.e2e, 50):8.2f} "
+            f"{percentile(r.e2e, 99):8.2f} {r.peak_rss_mb:7.0f} {r.failures:4d}"
+        )
+    qms = results[0]
+    for peer in results[1:]:
+        if peer.tokens_per_s:
+            print(f"QMS / {peer.name}: {qms.tokens_per_s / peer.tokens_per_s:.2f}x tokens/s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--only", choices=["dense", "omni"], default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS for every peer (same for all; 1 keeps a busy CPU from thrashing)",
+    )
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from qms_runtime.tiny_model import write_tiny_model
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qms-bench-"))
+    print(
+        f"workdir {workdir}; {args.requests} requests x {args.max_tokens} tokens, "
+        f"concurrency {args.concurrency}; cpus {os.cpu_count()}, threads {args.threads}"
+    )
+    if args.only in (None, "dense"):
+        dense = workdir / "small-qwen3"
+        if not (dense / "SHA256SUMS").exists():
+            write_tiny_model(dense, "qwen3", "small")
+        results = [run_qms(dense, args, workdir)]
+        results.append(run_transformers_serve(dense, args, workdir, continuous=True))
+        results.append(run_sequential(dense, args, workdir))
+        report("dense Qwen3 (~21M parameters)", results)
+    if args.only in (None, "omni"):
+        omni = workdir / "tiny-qwen3-omni"
+        if not (omni / "SHA256SUMS").exists():
+            write_tiny_model(omni, "qwen3_omni_moe", "tiny")
+        results = [run_qms(omni, args, workdir)]
+        try:
+            results.append(run_transformers_serve(omni, args, workdir, continuous=True))
+        except Exception as error:  # it needs Pillow/torchvision and an image processor
+            print(f"transformers serve cannot serve the Omni model here: {str(error)[-300:]}")
+            results.append(run_sequential(omni, args, workdir))
+        report("tiny Qwen3-Omni-MoE", results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

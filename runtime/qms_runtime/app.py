@@ -1,0 +1,54 @@
+"""The app factory: `create_app(settings)` builds the FastAPI app; its lifespan owns the engine.
+
+Nothing is parsed or loaded at import time. Loading runs in the background so that
+`/health` answers (200) while `/ready` is still 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from qms_runtime.errors import install_error_handlers
+from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.middleware import RequestContextMiddleware
+from qms_runtime.routes import router
+from qms_runtime.settings import RuntimeSettings
+from qms_runtime.state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: RuntimeSettings, on_fatal: Callable[[BaseException], None] | None = None
+) -> FastAPI:
+    metrics = RuntimeMetrics(settings.model_name)
+    state = ServerState(settings=settings, metrics=metrics)
+    if on_fatal is not None:
+        state.on_fatal = on_fatal
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(state.load())
+        try:
+            yield
+        finally:
+            state.begin_drain()
+            if not loading.done():
+                loading.cancel()
+            if state.engine is not None:
+                await asyncio.to_thread(state.engine.stop, settings.drain_timeout_seconds)
+            log.info("stopped")
+
+    app = FastAPI(
+        title="QMS runtime", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.qms = state
+    install_error_handlers(app, settings.retry_after_seconds)
+    app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,94 @@
+"""`qms-runtime`: serve a model, write a tiny model, or run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from qms_runtime.settings import RuntimeSettings, load_settings
+
+# Flags of `serve`; each maps to the RuntimeSettings field of the same name (dashes
+# for underscores) and so to the env var QMS_<NAME>. Help texts come from the fields.
+_SERVE_FLAGS = (
+    "model_dir", "served_model_name", "host", "port", "dtype", "quantization",
+    "max_batch_size", "max_batched_tokens", "max_queued_requests", "max_model_len",
+    "verify_checksums", "api_key_file", "drain_timeout_seconds", "log_format", "log_level",
+    "retry_after_seconds", "max_request_bytes", "warmup",
+)  # fmt: skip
+
+
+def _add_serve(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="serve a local model over the OpenAI API")
+    for name in _SERVE_FLAGS:
+        info = RuntimeSettings.model_fields[name]
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{info.description} (env QMS_{name.upper()})"
+        if name in ("verify_checksums", "warmup"):
+            serve.add_argument(
+                flag, dest=name, default=None, choices=["true", "false"], help=help_text
+            )
+        else:
+            serve.add_argument(flag, dest=name, default=None, help=help_text)
+
+
+def _add_tiny_model(sub: Any) -> None:
+    from qms_runtime.tiny_model import ARCHS, SIZES
+
+    tiny = sub.add_parser("tiny-model", help="write a tiny random-weight Qwen model")
+    tiny.add_argument("directory", type=Path)
+    tiny.add_argument("--arch", choices=ARCHS, default="qwen3")
+    tiny.add_argument("--size", choices=SIZES, default="tiny")
+    tiny.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qms-runtime", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_tiny_model(sub)
+    demo = sub.add_parser("demo", help="tiny model + server + one chat request via openai")
+    demo.add_argument("--workdir", type=Path, default=None)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from qms_runtime.logs import configure_logging
+
+    overrides = {name: getattr(args, name) for name in _SERVE_FLAGS}
+    try:
+        settings = load_settings(**overrides)
+    except (ValidationError, OSError) as exc:
+        print(f"qms-runtime: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    from qms_runtime.server import serve
+
+    return serve(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local; never reach the hub
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "tiny-model":
+        from qms_runtime.tiny_model import write_tiny_model
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        write_tiny_model(args.directory, args.arch, args.size, args.seed)
+        print(f"wrote {args.size} {args.arch} model to {args.directory}")
+        return 0
+    from qms_runtime.demo import run_demo
+
+    return run_demo(args.workdir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""One model, one transformers continuous-batching manager, an asyncio bridge.
+
+The manager (transformers 5.24 `init_continuous_batching`) runs the batch loop in its
+own thread and calls our per-request handler on the event loop. What it leaves to us:
+
+- admission: its queue bound is not an admission limit, so `admit()` keeps our own
+  count and raises `EngineOverloaded` (429) past max_batch_size + max_queued_requests;
+- streaming events are cumulative: `stream()` yields only the new tokens;
+- `cancel_request` sends no final event: `_drop()` removes the handler and the stream
+  itself, so a client that goes away frees its batch slot at the next step.
+
+Sampling parameters are per request (`per_request_processors`). The manager's sampling
+mode is global, so greedy requests run as top-k 1 sampling: after the top-1 mask the
+distribution is one-hot and `multinomial` returns exactly the argmax.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+from qms_runtime.loading import LoadedModel
+from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.sampling import use_fast_warpers
+from qms_runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+_CPU_MAX_BATCHED_TOKENS = 512
+
+
+class EngineOverloaded(Exception):
+    """More sequences than the engine admits (429)."""
+
+
+class EngineUnavailable(Exception):
+    """The batching loop is stopping or dead (503)."""
+
+
+class GenerationFailed(Exception):
+    """The batching loop reported a failure for this request (500)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    ignore_eos: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    new_token_ids: list[int]
+    finish_reason: str | None  # None while running; "stop" (EOS) or "length" at the end
+
+
+class Admission:
+    """Slots held by one HTTP request; `release()` is idempotent."""
+
+    def __init__(self, engine: Engine, sequences: int) -> None:
+        self._engine = engine
+        self._sequences = sequences
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._engine._release(self._sequences)
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Engine:
+    def __init__(self, loaded: LoadedModel, settings: RuntimeSettings, metrics: RuntimeMetrics):
+        self.loaded = loaded
+        self._settings = settings
+        self._metrics = metrics
+        self._capacity = settings.max_batch_size + settings.max_queued_requests
+        self._admitted = 0
+        self._manager: Any = None
+        self._streams: dict[str, asyncio.Queue[Any]] = {}
+        self._ids = itertools.count()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Create and start the manager (call from the event loop's thread)."""
+        import transformers
+
+        generation_config_cls: Any = transformers.GenerationConfig  # untyped constructors
+        cb_config_cls: Any = transformers.ContinuousBatchingConfig
+
+        loaded, settings = self.loaded, self._settings
+        on_gpu = loaded.device.type == "cuda"
+        # The defaults only make the three warpers exist; every request sets its own values.
+        generation_config = generation_config_cls(
+            do_sample=True,
+            temperature=0.7,
+            top_k=50,
+            top_p=0.9,
+            max_new_tokens=16,
+            eos_token_id=list(loaded.eos_token_ids),
+            pad_token_id=loaded.tokenizer.pad_token_id,
+        )
+        batched_tokens = settings.max_batched_tokens or (
+            None if on_gpu else _CPU_MAX_BATCHED_TOKENS
+        )
+        cb_kwargs: dict[str, Any] = dict(
+            max_batch_tokens=batched_tokens,
+            max_requests_per_batch=settings.max_batch_size,
+            per_request_processors=True,
+            auto_switch_to_flash=on_gpu,
+        )
+        if not on_gpu:
+            # No memory probing on CPU: room for a full batch of full-length sequences.
+            page = settings.page_size
+            blocks = math.ceil(settings.max_batch_size * loaded.max_model_len / page) + 4
+            cb_kwargs.update(
+                page_size=page, num_blocks=blocks, use_cuda_graph=False, use_async_batching=False
+            )
+        manager = loaded.model.init_continuous_batching(
+            generation_config=generation_config,
+            continuous_batching_config=cb_config_cls(**cb_kwargs),
+        )
+        use_fast_warpers(manager)
+        self._observe_batch_sizes(manager)
+        manager.start()
+        self._manager = manager
+        self._metrics.bind_engine_gauges(self.running, self.waiting, self.kv_cache_usage)
+        log.info("continuous batching started: %s", cb_kwargs)
+
+    def _observe_batch_sizes(self, manager: Any) -> None:
+        # The manager has no per-step hook; wrap its (private) step on this instance only.
+        step = manager._generation_step
+        histogram = self._metrics.batch_size
+
+        def observed_step() -> None:
+            step()
+            io = getattr(manager.batch_processor, "inputs_and_outputs", None)
+            size = getattr(io, "num_request_in_batch", 0)
+            if size:
+                histogram.observe(size)
+
+        manager._generation_step = observed_step
+
+    def stop(self, timeout: float) -> None:
+        """Finish what is in flight (bounded), then stop the batching thread."""
+        if self._manager is None:
+            return
+        self._manager.stop(block=True, timeout=timeout)
+        for queue in list(self._streams.values()):
+            queue.put_nowait(None)  # wake streams that will never get their final event
+
+    # ------------------------------------------------------------------- state
+    @property
+    def alive(self) -> bool:
+        manager = self._manager
+        if manager is None:
+            return False
+        return manager.background_thread_status.fatal_error is None and manager.is_running()
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    def _scheduler(self) -> Any:
+        processor = getattr(self._manager, "batch_processor", None)
+        return getattr(processor, "scheduler", None)
+
+    def running(self) -> float:
+        scheduler = self._scheduler()
+        return float(len(scheduler.active_requests)) if scheduler is not None else 0.0
+
+    def waiting(self) -> float:
+        return float(max(0, self._admitted - int(self.running())))
+
+    def kv_cache_usage(self) -> float:
+        processor = getattr(self._manager, "batch_processor", None)
+        cache = getattr(processor, "cache", None)
+        if cache is None:
+            return 0.0
+        return float(max(0.0, min(1.0, 1.0 - cache.compute_free_capacity())))
+
+    # --------------------------------------------------------------- admission
+    def admit(self, sequences: int) -> Admission:
+        """Hold `sequences` slots until the returned admission is released, or raise (429)."""
+        if self._admitted + sequences > self._capacity:
+            raise EngineOverloaded(
+                f"{self._admitted} sequences in flight; at most {self._capacity} are admitted"
+            )
+        self._admitted += sequences
+        self._idle.clear()
+        return Admission(self, sequences)
+
+    def _release(self, sequences: int) -> None:
+        self._admitted -= sequences
+        if self._admitted == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -------------------------------------------------------------- generation
+    async def stream(
+        self, prompt_ids: list[int], params: SamplingParams, arrival: float
+    ) -> AsyncGenerator[GenerationEvent, None]:
+        """Generate for one sequence; yields only new tokens; cancels on early exit."""
+        manager = self._manager
+        if manager is None or not self.alive:
+            raise EngineUnavailable("the batching loop is not running")
+        request_id = f"seq-{next(self._ids)}"
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._streams[request_id] = queue
+        manager.register_result_handler(request_id, queue.put_nowait)  # before add_request
+        finished = False
+        try:
+            added = manager.add_request(
+                list(prompt_ids),
+                request_id=request_id,
+                max_new_tokens=params.max_new_tokens,
+                streaming=True,
+                eos_token_id=-1 if params.ignore_eos else list(self.loaded.eos_token_ids),
+                **self._processor_kwargs(params),
+            )
+            if added is None:
+                raise EngineUnavailable("the batching loop is stopping")
+            async for event in self._events(queue, params, arrival):
+                finished = event.finish_reason is not None
+                yield event
+        finally:
+            self._drop(request_id, cancel=not finished)
+
+    def _processor_kwargs(self, params: SamplingParams) -> dict[str, Any]:
+        if params.greedy:
+            return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
+        return {
+            "temperature": float(params.temperature),
+            "top_k": int(self.loaded.vocab_size),
+            "top_p": float(params.top_p),
+        }
+
+    async def _events(
+        self, queue: asyncio.Queue[Any], params: SamplingParams, arrival: float
+    ) -> AsyncGenerator[GenerationEvent, None]:
+        from transformers.generation.continuous_batching.requests import RequestStatus
+
+        seen = 0
+        last = arrival
+        eos = () if params.ignore_eos else self.loaded.eos_token_ids
+        while True:
+            output = await queue.get()
+            if output is None:
+                raise EngineUnavailable("the batching loop stopped")
+            if output.status == RequestStatus.FAILED:
+                raise GenerationFailed(output.error or "generation failed")
+            tokens = output.generated_tokens
+            new = list(tokens[seen:])
+            now = time.perf_counter()
+            if new:
+                if seen == 0:
+                    self._metrics.time_to_first_token.observe(now - arrival)
+                else:
+                    for _ in new:
+                        self._metrics.inter_token_latency.observe((now - last) / len(new))
+                self._metrics.generation_tokens.inc(len(new))
+                last = now
+            seen = len(tokens)
+            reason = None
+            if output.is_finished():
+                reason = "stop" if tokens and tokens[-1] in eos else "length"
+                self._metrics.e2e_latency.observe(now - arrival)
+            yield GenerationEvent(new_token_ids=new, finish_reason=reason)
+            if reason is not None:
+                return
+
+    def _drop(self, request_id: str, cancel: bool) -> None:
+        self._streams.pop(request_id, None)
+        manager = self._manager
+        if manager is None:
+            return
+        router = manager.output_router
+        with router._lock:  # the manager only auto-removes handlers of finished requests
+            router.result_handlers.pop(request_id, None)
+        if cancel:
+            manager.cancel_request(request_id)
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[int]:
+        """Convenience for warm-up and tests: all tokens of one sequence."""
+        tokens: list[int] = []
+        async for event in self.stream(prompt_ids, params, time.perf_counter()):
+            tokens.extend(event.new_token_ids)
+        return tokens

@@ -1,0 +1,168 @@
+"""Load a local Qwen model directory: architecture, device, dtype, quantization, tokenizer.
+
+Qwen3 dense and Qwen3-MoE load as causal LMs; Qwen3-Omni-MoE loads with its talker
+disabled and batches on `model.thinker` (the text path).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qms_runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+OMNI_MODEL_TYPE = "qwen3_omni_moe"
+
+
+class ModelLoadError(Exception):
+    """The model directory cannot be served (bad config, no kernels for this GPU, ...)."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # the module that runs continuous batching (the thinker for Omni)
+    tokenizer: Any
+    model_type: str
+    device: torch.device
+    dtype: torch.dtype
+    eos_token_ids: tuple[int, ...]
+    max_model_len: int
+    vocab_size: int
+
+
+def read_model_type(model_dir: Path) -> str:
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"{config_path} not found: not a model directory")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise ModelLoadError(f"{config_path} has no model_type")
+    return model_type
+
+
+def resolve_dtype(setting: str, on_gpu: bool) -> torch.dtype:
+    if setting == "auto":
+        return torch.bfloat16 if on_gpu else torch.float32
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[setting]
+
+
+def torch_supports_capability(archs: list[str], major: int, minor: int) -> bool:
+    """Whether kernels built for `archs` (torch.cuda.get_arch_list()) run on `major.minor`.
+
+    `sm_XY` cubins run on the same major version with an equal or newer minor; `compute_XY`
+    PTX is JIT-compiled for any newer GPU.
+    """
+    capability = major * 10 + minor
+    for arch in archs:
+        kind, _, digits = arch.partition("_")
+        digits = digits.rstrip("abf")
+        if not digits.isdigit():
+            continue
+        number = int(digits)
+        if kind == "sm" and number // 10 == major and number % 10 <= minor:
+            return True
+        if kind == "compute" and number <= capability:
+            return True
+    return False
+
+
+def check_cuda_kernels() -> None:
+    """Fail plainly when this torch build has no kernels for the GPU ("no kernel image")."""
+    major, minor = torch.cuda.get_device_capability(0)
+    name = torch.cuda.get_device_name(0)
+    archs = torch.cuda.get_arch_list()
+    if not torch_supports_capability(archs, major, minor):
+        raise ModelLoadError(
+            f"this torch build ({torch.__version__}, CUDA {torch.version.cuda}) has no kernels for "
+            f"{name} (compute capability {major}.{minor}); it was built for {archs}. "
+            "Install a torch build that supports this GPU."
+        )
+    log.info(
+        "GPU %s (capability %d.%d) is supported by torch %s", name, major, minor, torch.__version__
+    )
+
+
+def _quantization_kwargs(settings: RuntimeSettings) -> dict[str, Any]:
+    if settings.quantization == "none":
+        return {}
+    from qms_runtime.quantization import int8_load_kwargs
+
+    return int8_load_kwargs()
+
+
+def _placement(on_gpu: bool) -> dict[str, Any]:
+    if not on_gpu:
+        return {"device_map": "cpu"}
+    if torch.cuda.device_count() > 1:
+        return {"device_map": "auto"}
+    return {"device_map": {"": 0}}
+
+
+def load_model(settings: RuntimeSettings) -> LoadedModel:
+    import transformers
+
+    model_dir = settings.model_dir
+    model_type = read_model_type(model_dir)
+    on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        check_cuda_kernels()
+    dtype = resolve_dtype(settings.dtype, on_gpu)
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "attn_implementation": "sdpa",
+        **_placement(on_gpu),
+        **_quantization_kwargs(settings),
+    }
+    log.info(
+        "loading %s model from %s (%s, %s)", model_type, model_dir, dtype, kwargs["device_map"]
+    )
+    if model_type == OMNI_MODEL_TYPE and settings.quantization == "none":
+        owner = transformers.Qwen3OmniMoeForConditionalGeneration.from_pretrained(
+            str(model_dir), enable_audio_output=False, **kwargs
+        )
+        model = owner.thinker
+    elif model_type == OMNI_MODEL_TYPE:
+        # transformers' torchao loader needs the top-level input embeddings, which the
+        # Omni wrapper does not expose; the thinker class reads the same checkpoint.
+        model = transformers.Qwen3OmniMoeThinkerForConditionalGeneration.from_pretrained(
+            str(model_dir), **kwargs
+        )
+    else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    model.eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.chat_template is None:
+        log.warning("%s has no chat template: /v1/chat/completions will answer 400", model_dir)
+    text_config = model.config.get_text_config()
+    model_len = int(getattr(text_config, "max_position_embeddings", 4096))
+    max_model_len = min(settings.max_model_len or model_len, model_len)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_type=model_type,
+        device=model.device,
+        dtype=dtype,
+        eos_token_ids=_eos_ids(model, tokenizer),
+        max_model_len=max_model_len,
+        vocab_size=int(text_config.vocab_size),
+    )
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    ids: list[int] = []
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.append(configured)
+    elif isinstance(configured, list):
+        ids.extend(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    return tuple(ids)

@@ -1,0 +1,110 @@
+"""Prometheus metrics: the `vllm:` gauges gateways and autoscalers read, and `qms_*` own ones.
+
+The HPA's requests-per-second is `rate(qms_requests_total[1m])`. Each app owns its
+registry, so two apps in one process (tests) never share counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)  # fmt: skip
+_E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 300.0, 600.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class RuntimeMetrics:
+    """All metrics of one runtime process."""
+
+    def __init__(self, model_name: str) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        labels = ["model_name"]
+        self._model = model_name
+        self.running = Gauge(
+            "vllm:num_requests_running",
+            "Sequences in the running batch.",
+            labels,
+            registry=self.registry,
+        )
+        self.waiting = Gauge(
+            "vllm:num_requests_waiting",
+            "Admitted sequences not yet in the running batch.",
+            labels,
+            registry=self.registry,
+        )
+        self.kv_cache_usage = Gauge(
+            "vllm:kv_cache_usage_perc",
+            "Fraction of the paged KV cache in use (0..1).",
+            labels,
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "qms_requests",
+            "HTTP requests answered, by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "qms_prompt_tokens", "Prompt tokens processed.", registry=self.registry
+        )
+        self.generation_tokens = Counter(
+            "qms_generation_tokens", "Tokens generated.", registry=self.registry
+        )
+        self.time_to_first_token = Histogram(
+            "qms_time_to_first_token_seconds",
+            "From request arrival to its first generated token.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inter_token_latency = Histogram(
+            "qms_inter_token_latency_seconds",
+            "Time between consecutive generated tokens of one sequence.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.e2e_latency = Histogram(
+            "qms_e2e_request_latency_seconds",
+            "From request arrival to its last token.",
+            buckets=_E2E_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "qms_batch_size",
+            "Sequences in each batched forward step.",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        for gauge in (self.running, self.waiting, self.kv_cache_usage):
+            gauge.labels(model_name).set(0)
+
+    def bind_engine_gauges(
+        self,
+        running: Callable[[], float],
+        waiting: Callable[[], float],
+        kv_usage: Callable[[], float],
+    ) -> None:
+        """Read the engine's state at scrape time rather than pushing it on every step."""
+        self.running.labels(self._model).set_function(running)
+        self.waiting.labels(self._model).set_function(waiting)
+        self.kv_cache_usage.labels(self._model).set_function(kv_usage)
+
+    def count_request(self, endpoint: str, status: int) -> None:
+        self.requests.labels(endpoint=endpoint, status=str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,262 @@
+"""Between routes and engine: validate, apply the chat template, run the sequences of a
+request and shape their results as OpenAI responses (full or streamed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from qms_runtime.engine import Engine, SamplingParams
+from qms_runtime.errors import APIError, bad_request, error_body, to_api_error
+from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from qms_runtime.responses import (
+    SSE_DONE,
+    ChoiceResult,
+    Kind,
+    ResponseMeta,
+    delta_chunk,
+    full_response,
+    sse,
+    usage_chunk,
+)
+from qms_runtime.textstream import IncrementalDecoder, StopChecker
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    meta: ResponseMeta
+    prompts: list[list[int]]
+    params: SamplingParams
+    n: int
+    stops: list[str]
+    stream: bool
+    include_usage: bool
+    arrival: float
+
+    @property
+    def sequences(self) -> int:
+        return len(self.prompts) * self.n
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(prompt) for prompt in self.prompts)
+
+
+@dataclass(frozen=True)
+class ChoiceDelta:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None
+
+
+class OpenAIServing:
+    def __init__(
+        self, engine: Engine, model_name: str, metrics: RuntimeMetrics, retry_after: int
+    ) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self._metrics = metrics
+        self._retry_after = retry_after
+        self._tokenizer = engine.loaded.tokenizer
+        self._max_len = engine.loaded.max_model_len
+        self._vocab = engine.loaded.vocab_size
+
+    # ------------------------------------------------------------ preparation
+    def prepare_chat(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
+        self._check_common(body)
+        if self._tokenizer.chat_template is None:
+            raise bad_request("this model has no chat template; use /v1/completions", "messages")
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        try:
+            text = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # a template may reject a conversation (jinja raise)
+            raise bad_request(f"chat template failed: {exc}", "messages") from exc
+        prompt = self._tokenizer.encode(text, add_special_tokens=False)
+        return self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
+
+    def prepare_completion(self, body: CompletionRequest, request_id: str) -> PreparedRequest:
+        self._check_common(body)
+        raw = body.prompt
+        items: list[Any] = [raw] if isinstance(raw, str) else list(raw)
+        if not items:
+            raise bad_request("prompt must not be empty", "prompt")
+        if all(isinstance(item, int) for item in items):
+            items = [items]
+        prompts: list[list[int]] = []
+        for item in items:
+            if isinstance(item, str):
+                prompts.append(self._tokenizer.encode(item))
+            else:
+                if any(not 0 <= token < self._vocab for token in item):
+                    raise bad_request(f"token ids must be in [0, {self._vocab})", "prompt")
+                prompts.append(list(item))
+        return self._prepare(body, "completion", prompts, "prompt", f"cmpl-{request_id}")
+
+    def _check_common(self, body: GenerationRequest) -> None:
+        if body.model != self.model_name:
+            raise APIError(
+                404,
+                f"The model '{body.model}' does not exist; this server serves '{self.model_name}'.",
+                code="model_not_found",
+                param="model",
+            )
+        refused = body.unsupported()
+        if refused is not None:
+            raise bad_request(refused[1], refused[0], code="unsupported_parameter")
+
+    def _prepare(
+        self,
+        body: ChatCompletionRequest | CompletionRequest,
+        kind: Kind,
+        prompts: list[list[int]],
+        prompt_param: str,
+        response_id: str,
+    ) -> PreparedRequest:
+        longest = max(len(prompt) for prompt in prompts)
+        if min(len(prompt) for prompt in prompts) == 0:
+            raise bad_request("prompt must not be empty", prompt_param)
+        room = self._max_len - longest
+        if room <= 0:
+            raise bad_request(
+                f"the prompt has {longest} tokens; this model's context is {self._max_len}",
+                prompt_param,
+                code="context_length_exceeded",
+            )
+        requested = body.requested_max_tokens()
+        if requested is None:
+            requested = min(room, body.default_max_tokens or room)
+        elif requested > room:
+            raise bad_request(
+                f"max_tokens {requested} + prompt {longest} tokens exceed the context of "
+                f"{self._max_len} tokens",
+                "max_tokens",
+                code="context_length_exceeded",
+            )
+        params = SamplingParams(
+            max_new_tokens=requested,
+            temperature=float(body.temperature),
+            top_p=float(body.top_p),
+            ignore_eos=body.ignore_eos,
+        )
+        meta = ResponseMeta(
+            kind, response_id, int(time.time()), self.model_name, body.return_token_ids
+        )
+        return PreparedRequest(
+            meta=meta,
+            prompts=prompts,
+            params=params,
+            n=body.n,
+            stops=body.stop_list(),
+            stream=body.stream,
+            include_usage=body.include_usage,
+            arrival=time.perf_counter(),
+        )
+
+    # -------------------------------------------------------------- generation
+    async def complete(self, prepared: PreparedRequest) -> dict[str, Any]:
+        self._metrics.prompt_tokens.inc(prepared.prompt_tokens)
+        choices = [ChoiceResult(index=i) for i in range(prepared.sequences)]
+        async for delta in self._all_sequences(prepared):
+            choice = choices[delta.index]
+            choice.text += delta.text
+            choice.token_ids.extend(delta.token_ids)
+            choice.finish_reason = delta.finish_reason or choice.finish_reason
+        return full_response(prepared.meta, choices, prepared.prompt_tokens)
+
+    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[str]:
+        """Server-sent events; an error after the headers went out becomes an error event."""
+        self._metrics.prompt_tokens.inc(prepared.prompt_tokens)
+        meta = prepared.meta
+        generated = 0
+        try:
+            if meta.kind == "chat":
+                for index in range(prepared.sequences):
+                    yield delta_chunk(meta, index, "", [], None, first=True)
+            async for delta in self._all_sequences(prepared):
+                generated += len(delta.token_ids)
+                if delta.text or delta.finish_reason or meta.return_token_ids:
+                    yield delta_chunk(
+                        meta, delta.index, delta.text, delta.token_ids, delta.finish_reason
+                    )
+            if prepared.include_usage:
+                yield usage_chunk(meta, prepared.prompt_tokens, generated)
+        except Exception as exc:
+            yield sse(error_body(to_api_error(exc, self._retry_after)))
+        yield SSE_DONE
+
+    async def _all_sequences(self, prepared: PreparedRequest) -> AsyncIterator[ChoiceDelta]:
+        runs = [
+            self._sequence(prompt, p * prepared.n + k, prepared)
+            for p, prompt in enumerate(prepared.prompts)
+            for k in range(prepared.n)
+        ]
+        if len(runs) == 1:
+            async with aclosing(runs[0]) as only:
+                async for delta in only:
+                    yield delta
+            return
+        async for delta in _merge(runs):
+            yield delta
+
+    async def _sequence(
+        self, prompt: list[int], index: int, prepared: PreparedRequest
+    ) -> AsyncGenerator[ChoiceDelta, None]:
+        decoder = IncrementalDecoder(self._decode)
+        stops = StopChecker(prepared.stops)
+        events = self.engine.stream(prompt, prepared.params, prepared.arrival)
+        async with aclosing(events):  # leaving early cancels the sequence in the batch
+            async for event in events:
+                text = stops.feed(decoder.push(event.new_token_ids))
+                reason = event.finish_reason
+                if reason is not None and not stops.stopped:
+                    text += stops.feed(decoder.flush())
+                    text += stops.flush()
+                if stops.stopped:
+                    reason = "stop"
+                yield ChoiceDelta(index, text, event.new_token_ids, reason)
+                if reason is not None:
+                    return
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
+
+
+_DONE = object()
+
+
+async def _merge(runs: list[AsyncGenerator[ChoiceDelta, None]]) -> AsyncIterator[ChoiceDelta]:
+    """Interleave several sequences as their tokens arrive."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def pump(run: AsyncGenerator[ChoiceDelta, None]) -> None:
+        try:
+            async for delta in run:
+                await queue.put(delta)
+        except Exception as exc:
+            await queue.put(exc)
+        finally:
+            await queue.put(_DONE)
+
+    tasks = [asyncio.create_task(pump(run)) for run in runs]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is _DONE:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,93 @@
+"""Every runtime setting, its default and its documentation, in one place.
+
+Settings come from `QMS_<NAME>` environment variables (the operator's Deployment sets
+these) and from `qms-runtime serve --<name>` flags, which win over the environment.
+They are parsed once, at start-up, into a frozen `RuntimeSettings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+Quantization = Literal["none", "int8"]
+LogFormat = Literal["json", "text"]
+
+
+class RuntimeSettings(BaseSettings):
+    """Settings of `qms-runtime serve`; each field is also the env var `QMS_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="QMS_", extra="ignore", frozen=True)
+
+    model_dir: Path = Field(description="Local model directory (PVC mount or image path).")
+    served_model_name: str | None = Field(
+        default=None, description="The OpenAI `model` id; default: the directory name."
+    )
+    host: str = Field(default="0.0.0.0", description="Listen address.")
+    port: int = Field(default=8080, ge=1, le=65535, description="One port: API, health, metrics.")
+    dtype: Dtype = Field(default="auto", description="auto = bfloat16 on GPU, float32 on CPU.")
+    quantization: Quantization = Field(
+        default="none", description="int8: torchao weight-only int8 of Linear layers and experts."
+    )
+    max_batch_size: int = Field(default=16, ge=1, description="Most sequences in one batch step.")
+    max_batched_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        description="Most tokens in one batch step; default 512 on CPU, auto on GPU.",
+    )
+    max_queued_requests: int = Field(
+        default=64,
+        ge=0,
+        description="Sequences admitted beyond max_batch_size; past that: 429 + Retry-After.",
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="Context length (prompt + output); default: the model's."
+    )
+    verify_checksums: bool = Field(
+        default=True, description="Verify weight files against SHA256SUMS/MD5SUMS before loading."
+    )
+    api_key: SecretStr | None = Field(default=None, description="Bearer key required on /v1/*.")
+    api_key_file: Path | None = Field(
+        default=None, description="File holding the API key (a mounted Secret); wins over api_key."
+    )
+    drain_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight requests may take to finish.",
+    )
+    log_format: LogFormat = Field(default="json", description="json for ELK, text for humans.")
+    log_level: str = Field(default="INFO", description="Python log level.")
+    retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After sent with a 429.")
+    max_request_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest accepted request body; larger: 413."
+    )
+    page_size: int = Field(default=32, ge=4, description="KV-cache page size in tokens (CPU).")
+    warmup: bool = Field(default=True, description="Run one short generation before ready.")
+
+    @model_validator(mode="after")
+    def _read_api_key_file(self) -> RuntimeSettings:
+        if self.api_key_file is not None:
+            key = self.api_key_file.read_text(encoding="utf-8").strip()
+            if not key:
+                raise ValueError(f"api_key_file {self.api_key_file} is empty")
+            object.__setattr__(self, "api_key", SecretStr(key))
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The id clients put in `model`."""
+        return self.served_model_name or self.model_dir.resolve().name
+
+    @property
+    def required_api_key(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key is not None else None
+
+
+def load_settings(**overrides: Any) -> RuntimeSettings:
+    """Build settings from the environment, with explicit (CLI) values taking precedence."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    return RuntimeSettings(**given)

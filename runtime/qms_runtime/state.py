@@ -1,0 +1,102 @@
+"""The server's lifecycle: loading -> ready -> draining, or failed. One object per app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from qms_runtime.checksums import verify_model_dir
+from qms_runtime.engine import Engine, SamplingParams
+from qms_runtime.errors import not_ready
+from qms_runtime.loading import load_model
+from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.serving import OpenAIServing
+from qms_runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["loading", "ready", "draining", "failed"]
+
+
+def _log_fatal(error: BaseException) -> None:
+    log.error("the runtime cannot serve: %s", error)
+
+
+@dataclass
+class ServerState:
+    settings: RuntimeSettings
+    metrics: RuntimeMetrics
+    on_fatal: Callable[[BaseException], None] = _log_fatal
+    phase: Phase = "loading"
+    engine: Engine | None = None
+    serving: OpenAIServing | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "ready" and self.engine is not None and self.engine.alive
+
+    @property
+    def healthy(self) -> bool:
+        """Liveness: the process works and, once started, so does the batching loop."""
+        if self.phase == "failed":
+            return False
+        return self.engine is None or self.engine.alive
+
+    def require_serving(self) -> OpenAIServing:
+        """The serving layer, or the 503 that says why there is none."""
+        if self.phase == "draining":
+            raise not_ready("the server is shutting down", "draining")
+        if self.phase == "failed":
+            raise not_ready(f"the model failed to load: {self.error}", "load_failed")
+        if self.serving is None or self.phase != "ready":
+            raise not_ready("the model is still loading", "loading")
+        return self.serving
+
+    def begin_drain(self) -> None:
+        if self.phase == "failed":
+            return
+        if self.phase != "draining":
+            log.info("draining: readiness is now false, new requests get 503")
+        self.phase = "draining"
+
+    async def load(self) -> None:
+        """Verify, load, start batching and warm up; then ready. Failure is fatal."""
+        settings = self.settings
+        try:
+            if settings.verify_checksums:
+                log.info("verifying checksums in %s", settings.model_dir)
+                await asyncio.to_thread(verify_model_dir, settings.model_dir, _log_progress)
+            else:
+                log.warning("checksum verification is disabled")
+            loaded = await asyncio.to_thread(load_model, settings)
+            engine = Engine(loaded, settings, self.metrics)
+            await asyncio.to_thread(engine.start)
+            self.engine = engine
+            if settings.warmup:
+                prompt = loaded.tokenizer.encode("warm up") or [0]
+                await engine.generate(prompt, SamplingParams(max_new_tokens=2))
+            self.serving = OpenAIServing(
+                engine, settings.model_name, self.metrics, settings.retry_after_seconds
+            )
+            if self.phase == "loading":
+                self.phase = "ready"
+            log.info(
+                "ready: serving %s (%s) after %.1fs",
+                settings.model_name,
+                loaded.model_type,
+                time.time() - self.started,
+            )
+        except Exception as exc:
+            self.phase = "failed"
+            self.error = str(exc)
+            self.on_fatal(exc)
+
+
+def _log_progress(path: str, done: int, total: int) -> None:
+    log.info("checksum ok: %s (%d/%d)", path, done, total)

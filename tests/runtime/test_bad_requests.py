@@ -1,0 +1,127 @@
+# ruff: noqa: E501  (the corpus reads best as one case per line)
+"""A corpus of bad requests: each gets its exact status and an OpenAI error body."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from runtime_support import API_KEY, RuntimeServer, auth, metric_value
+
+pytestmark = pytest.mark.runtime
+
+MODEL = "tiny-qwen3"
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+USER = [{"role": "user", "content": "hi"}]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    path: str
+    body: Any  # dict -> JSON; bytes -> sent as is
+    status: int
+    param: str | None = None
+    code: str | None = None
+    type: str = "invalid_request_error"
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=auth)
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": USER, **fields}
+
+
+def completion(**fields: Any) -> dict[str, Any]:
+    return {"model": MODEL, "prompt": "hi", **fields}
+
+
+CASES = [
+    Case("malformed json", CHAT, b'{"model": "tiny-qwen3", "messages": [', 400),
+    Case("not utf-8", CHAT, b"\xff\xfe{}", 400),
+    Case("body is a list", CHAT, b"[1, 2]", 400),
+    Case("empty body", CHAT, b"", 400),
+    Case("missing model", CHAT, {"messages": USER}, 400, "model"),
+    Case("model not a string", CHAT, chat(model=7), 400, "model"),
+    Case("unknown model", CHAT, chat(model="gpt-5"), 404, "model", "model_not_found"),
+    Case("missing messages", CHAT, {"model": MODEL}, 400, "messages"),
+    Case("empty messages", CHAT, chat(messages=[]), 400, "messages"),
+    Case("messages not a list", CHAT, chat(messages="hi"), 400, "messages"),
+    Case("bad role", CHAT, chat(messages=[{"role": "wizard", "content": "x"}]), 400, "messages.0.role"),
+    Case("content wrong type", CHAT, chat(messages=[{"role": "user", "content": 5}]), 400, "messages.0.content"),
+    Case("negative max_tokens", CHAT, chat(max_tokens=-1), 400, "max_tokens"),
+    Case("zero max_tokens", CHAT, chat(max_tokens=0), 400, "max_tokens"),
+    Case("max_tokens as string", CHAT, chat(max_tokens="10"), 400, "max_tokens"),
+    Case("huge max_tokens", CHAT, chat(max_tokens=10**9), 400, "max_tokens", "context_length_exceeded"),
+    Case("chat prompt over context", CHAT, chat(messages=[{"role": "user", "content": "word " * 2000}]), 400, "messages", "context_length_exceeded"),
+    Case("prompt over context", COMPLETIONS, completion(prompt=[5] * 600), 400, "prompt", "context_length_exceeded"),
+    Case("bad stream flag", CHAT, chat(stream="yes"), 400, "stream"),
+    Case("negative temperature", CHAT, chat(temperature=-0.5), 400, "temperature"),
+    Case("temperature as text", CHAT, chat(temperature="hot"), 400, "temperature"),
+    Case("top_p zero", CHAT, chat(top_p=0), 400, "top_p"),
+    Case("n zero", CHAT, chat(n=0), 400, "n"),
+    Case("n too large", CHAT, chat(n=1000), 400, "n"),
+    Case("five stop sequences", CHAT, chat(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
+    Case("empty stop sequence", CHAT, chat(stop=[""]), 400, "stop"),
+    Case("stream_options wrong type", CHAT, chat(stream=True, stream_options="usage"), 400, "stream_options"),
+    Case("logprobs unsupported", CHAT, chat(logprobs=True), 400, "logprobs", "unsupported_parameter"),
+    Case("tools unsupported", CHAT, chat(tools=[{"type": "function"}]), 400, "tools", "unsupported_parameter"),
+    Case("penalty unsupported", CHAT, chat(presence_penalty=1.0), 400, "presence_penalty", "unsupported_parameter"),
+    Case("missing prompt", COMPLETIONS, {"model": MODEL}, 400, "prompt"),
+    Case("empty prompt", COMPLETIONS, completion(prompt=""), 400, "prompt"),
+    Case("token id out of vocab", COMPLETIONS, completion(prompt=[1, 10**6]), 400, "prompt"),
+    Case("echo unsupported", COMPLETIONS, completion(echo=True), 400, "echo", "unsupported_parameter"),
+    Case("predict with bad body", "/v1/predict", {"model": MODEL}, 400, "messages"),
+    Case("oversized body", CHAT, b'{"pad": "' + b"x" * (1_048_576 + 10) + b'"}', 413, None, "request_too_large"),
+    Case("missing api key", CHAT, chat(), 401, None, "invalid_api_key", "authentication_error", headers={}),
+    Case("wrong api key", CHAT, chat(), 401, None, "invalid_api_key", "authentication_error", headers={"Authorization": "Bearer nope"}),
+    Case("models without key", "/v1/models", None, 401, None, "invalid_api_key", "authentication_error", "GET", {}),
+    Case("unknown route", "/v1/nothing-here", chat(), 404, None, "not_found"),
+    Case("wrong method", CHAT, None, 405, None, None, method="GET"),
+]  # fmt: skip
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 25
+    assert len({case.name for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_request(main_server: RuntimeServer, case: Case) -> None:
+    headers = dict(case.headers)
+    content: bytes | None
+    if isinstance(case.body, bytes):
+        content = case.body
+        headers["Content-Type"] = "application/json"
+    elif case.body is None:
+        content = None
+    else:
+        content = json.dumps(case.body).encode()
+        headers["Content-Type"] = "application/json"
+    response = httpx.request(
+        case.method, main_server.base_url + case.path, content=content, headers=headers, timeout=30
+    )
+    assert response.status_code == case.status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert (error["type"], error["param"], error["code"]) == (case.type, case.param, case.code)
+
+
+def test_server_still_serves_after_the_corpus(main_server: RuntimeServer) -> None:
+    url = main_server.base_url
+    errors_400 = metric_value(url, "qms_requests_total", {"endpoint": CHAT, "status": "400"})
+    assert errors_400 >= sum(1 for c in CASES if c.path == CHAT and c.status == 400)
+    response = httpx.post(
+        f"{url}{CHAT}", json=chat(max_tokens=3, ignore_eos=True), headers=auth(), timeout=30
+    )
+    assert response.status_code == 200
+    assert response.json()["usage"]["completion_tokens"] == 3
+    assert httpx.get(f"{url}/health").status_code == 200
+    assert httpx.get(f"{url}/ready").status_code == 200
+    assert metric_value(url, "vllm:num_requests_running") == 0
+    assert API_KEY not in main_server.logs()

@@ -1,0 +1,106 @@
+"""Greedy output through the server == plain `model.generate`, token for token."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from runtime_support import ARCHS, RuntimeServer, start_server
+
+pytestmark = pytest.mark.runtime
+
+MAX_TOKENS = 20
+QUESTIONS = [
+    f"Question {i}: what does {'the ' * i}function number {i * 7} return?" for i in range(16)
+]
+
+
+Reference = tuple[list[list[int]], list[list[int]]]
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def arch_server(
+    request: pytest.FixtureRequest, tiny_model: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, RuntimeServer, Reference]]:
+    arch: str = request.param
+    model_dir: Path = tiny_model(arch)
+    server = start_server(model_dir, tmp_path_factory.mktemp(f"greedy-{arch}"))
+    yield model_dir, server, _reference(arch, model_dir)
+    assert server.stop() == 0
+
+
+def _reference(arch: str, model_dir: Path) -> Reference:
+    """Prompt ids and plain greedy `generate` continuations, one prompt at a time."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    if arch == "qwen3_omni_moe":
+        model = transformers.Qwen3OmniMoeForConditionalGeneration.from_pretrained(
+            str(model_dir), enable_audio_output=False
+        ).thinker
+    else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir))
+    eos = model.generation_config.eos_token_id
+    prompts, outputs = [], []
+    for question in QUESTIONS:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        )
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=torch.tensor([ids]),
+                max_new_tokens=MAX_TOKENS,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        prompts.append(ids)
+        outputs.append(out[0, len(ids) :].tolist())
+    return prompts, outputs
+
+
+async def _ask(client: httpx.AsyncClient, model: str, question: str) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "return_token_ids": True,
+        },
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _ask_all(base_url: str, model: str, concurrency: int) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        if concurrency == 1:
+            return [await _ask(client, model, question) for question in QUESTIONS[:4]]
+        return list(await asyncio.gather(*(_ask(client, model, q) for q in QUESTIONS)))
+
+
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_greedy_matches_generate(
+    arch_server: tuple[Path, RuntimeServer, Reference], concurrency: int
+) -> None:
+    model_dir, server, (prompts, expected) = arch_server
+    answers = asyncio.run(_ask_all(server.base_url, model_dir.name, concurrency))
+    got = [answer["choices"][0]["token_ids"] for answer in answers]
+    assert got == expected[: len(got)]
+    for answer, prompt, tokens in zip(answers, prompts, got, strict=False):
+        assert answer["usage"] == {
+            "prompt_tokens": len(prompt),
+            "completion_tokens": len(tokens),
+            "total_tokens": len(prompt) + len(tokens),
+        }
+    # At least some continuations run to max_tokens, so the comparison covers long spans.
+    assert max(len(tokens) for tokens in got) == MAX_TOKENS

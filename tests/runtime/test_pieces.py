@@ -1,0 +1,193 @@
+"""Small runtime pieces without a server: text streaming, checksums, settings, protocol."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from qms_runtime.checksums import ChecksumError, verify_model_dir, write_sha256sums
+from qms_runtime.loading import torch_supports_capability
+from qms_runtime.protocol import ChatCompletionRequest, CompletionRequest
+from qms_runtime.settings import RuntimeSettings, load_settings
+from qms_runtime.textstream import IncrementalDecoder, StopChecker
+
+pytestmark = pytest.mark.runtime
+
+
+# ------------------------------------------------------------------ stop sequences
+def _feed_all(checker: StopChecker, pieces: list[str]) -> str:
+    return "".join(checker.feed(piece) for piece in pieces) + checker.flush()
+
+
+def test_stop_split_across_pieces_is_cut_before_it() -> None:
+    checker = StopChecker(["END"])
+    assert _feed_all(checker, ["abc E", "N", "D more"]) == "abc "
+    assert checker.stopped is True
+
+
+def test_partial_stop_prefix_is_released_when_it_does_not_complete() -> None:
+    checker = StopChecker(["END"])
+    assert checker.feed("abc EN") == "abc "
+    assert checker.feed("x") == "ENx"
+    assert checker.stopped is False
+
+
+def test_earliest_of_several_stops_wins() -> None:
+    checker = StopChecker(["world", "lo"])
+    assert _feed_all(checker, ["hello world"]) == "hel"
+
+
+def test_no_stops_passes_text_through() -> None:
+    assert _feed_all(StopChecker([]), ["a", "b"]) == "ab"
+
+
+# -------------------------------------------------------------- detokenization
+_PIECES = {1: "he", 2: "llo", 3: " w", 4: "\xe9"}
+
+
+def _decode(ids: list[int]) -> str:
+    # Token 5 is the first byte of a two-byte character: alone it decodes to U+FFFD.
+    data = "".join(_PIECES.get(i, "") for i in ids).encode()
+    raw = b"".join(b"\xc3" if i == 5 else b"\xa9" if i == 6 else b"" for i in ids)
+    return (data + raw).decode("utf-8", errors="replace") if raw else data.decode()
+
+
+def test_incremental_decoder_holds_back_half_characters() -> None:
+    decoder = IncrementalDecoder(_decode)
+    assert decoder.push([1]) == "he"
+    assert decoder.push([2, 3]) == "llo w"
+    assert decoder.push([5]) == ""
+    assert decoder.push([6]) == "\xe9"
+    assert decoder.flush() == ""
+
+
+# --------------------------------------------------------------------- checksums
+def _model_dir(tmp_path: Path) -> Path:
+    (tmp_path / "model.safetensors").write_bytes(b"weights-1")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "extra.bin").write_bytes(b"weights-2")
+    (tmp_path / "config.json").write_text("{}")
+    write_sha256sums(tmp_path)
+    return tmp_path
+
+
+def test_sha256sums_is_sha256sum_format(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path)
+    digest = hashlib.sha256(b"weights-1").hexdigest()
+    lines = (model / "SHA256SUMS").read_text().splitlines()
+    assert f"{digest}  model.safetensors" in lines
+    assert len(lines) == 3
+    assert (
+        verify_model_dir(model).entries["sub/extra.bin"] == hashlib.sha256(b"weights-2").hexdigest()
+    )
+
+
+def test_mismatch_names_the_file(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path)
+    (model / "sub" / "extra.bin").write_bytes(b"tampered")
+    with pytest.raises(ChecksumError) as caught:
+        verify_model_dir(model)
+    assert caught.value.path == "sub/extra.bin"
+    assert "sha256 mismatch" in str(caught.value)
+
+
+def test_missing_listed_file_names_the_file(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path)
+    (model / "config.json").unlink()
+    with pytest.raises(ChecksumError) as caught:
+        verify_model_dir(model)
+    assert (caught.value.path, caught.value.reason) == (
+        "config.json",
+        "listed in SHA256SUMS but missing",
+    )
+
+
+def test_unlisted_weight_file_is_refused(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path)
+    (model / "model-00002.safetensors").write_bytes(b"more")
+    with pytest.raises(ChecksumError) as caught:
+        verify_model_dir(model)
+    assert caught.value.path == "model-00002.safetensors"
+    assert caught.value.reason == "weight file is not listed in SHA256SUMS"
+
+
+def test_no_manifest_is_refused(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path)
+    (model / "SHA256SUMS").unlink()
+    with pytest.raises(ChecksumError, match="no SHA256SUMS or MD5SUMS manifest"):
+        verify_model_dir(model)
+
+
+def test_md5sums_is_accepted(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path)
+    (model / "SHA256SUMS").unlink()
+    lines = [
+        f"{hashlib.md5(path.read_bytes()).hexdigest()}  {path.relative_to(model)}"
+        for path in sorted(model.rglob("*"))
+        if path.is_file()
+    ]
+    (model / "MD5SUMS").write_text("\n".join(lines) + "\n")
+    assert verify_model_dir(model).algorithm == "md5"
+    (model / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ChecksumError, match="md5 mismatch"):
+        verify_model_dir(model)
+
+
+# ---------------------------------------------------------------------- settings
+def test_settings_from_env_ignore_unknown_qms_vars(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("QMS_MODEL_DIR", str(tmp_path / "my-model"))
+    monkeypatch.setenv("QMS_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("QMS_VERIFY_CHECKSUMS", "false")
+    monkeypatch.setenv("QMS_SOMETHING_NEW", "whatever")
+    settings = load_settings(port="9000")
+    assert (settings.max_batch_size, settings.verify_checksums, settings.port) == (8, False, 9000)
+    assert settings.model_name == "my-model"
+    assert settings.required_api_key is None
+
+
+def test_api_key_file_wins_over_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    monkeypatch.setenv("QMS_API_KEY", "from-env")
+    settings = RuntimeSettings(model_dir=tmp_path, api_key_file=key_file)
+    assert settings.required_api_key == "from-file"
+
+
+def test_bad_setting_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError):
+        RuntimeSettings(model_dir=tmp_path, quantization="int4")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------- GPU kernel check
+@pytest.mark.parametrize(
+    ("archs", "capability", "expected"),
+    [
+        (["sm_80", "sm_90"], (9, 0), True),
+        (["sm_80", "sm_86"], (8, 9), True),
+        (["sm_50", "sm_60", "sm_70"], (9, 0), False),
+        (["sm_70", "compute_70"], (9, 0), True),
+        (["sm_90", "sm_100"], (12, 0), False),
+    ],
+)
+def test_torch_supports_capability(
+    archs: list[str], capability: tuple[int, int], expected: bool
+) -> None:
+    assert torch_supports_capability(archs, *capability) is expected
+
+
+# ---------------------------------------------------------------------- protocol
+def test_strict_types_are_not_coerced() -> None:
+    with pytest.raises(ValidationError):
+        CompletionRequest.model_validate({"model": "m", "prompt": "x", "stream": "true"})
+    with pytest.raises(ValidationError):
+        CompletionRequest.model_validate({"model": "m", "prompt": "x", "max_tokens": 1.5})
+    body = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}],
+         "temperature": 0, "stop": "x"}
+    )  # fmt: skip
+    assert (body.messages[0].text(), body.temperature, body.stop_list()) == ("a", 0.0, ["x"])
