@@ -263,3 +263,28 @@ def test_replace_one_at_a_time_rollout() -> None:
     assert [c for c in surge if c["kind"] != "Deployment"] == [
         c for c in replace if c["kind"] != "Deployment"
     ]
+
+
+def test_speech_output_adds_the_talkers_memory() -> None:
+    pod = deployment_pod(with_(MINIMAL, runtime={"audioOutput": True}))
+    container = pod["containers"][0]
+    assert container["resources"]["requests"]["memory"] == "40Gi"
+    assert container["resources"]["limits"]["memory"] == "72Gi"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["QMS_AUDIO_OUTPUT"] == "true"
+    odd = deployment_pod(
+        with_(
+            MINIMAL,
+            runtime={"audioOutput": True},
+            resources={
+                "requests": {"cpu": "1", "memory": "1000M"},
+                "limits": {"cpu": "1", "memory": "1500M"},
+            },
+        )
+    )
+    assert odd["containers"][0]["resources"]["requests"]["memory"] == str(1000 * 10**6 + 8 * 2**30)
+    assert env_of(deployment_pod(MINIMAL))["QMS_AUDIO_OUTPUT"] == "false"
+
+
+def env_of(pod: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in pod["containers"][0]["env"]}

@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+from ..diff import parse_quantity
 from ..spec import QwenModelServerSpec
 from ..spec.model import MODEL_MOUNT_PATH
 from .names import (
@@ -19,6 +20,9 @@ from .names import (
 )
 
 CONTAINER = "runtime"
+# Qwen3-Omni's talker and code2wav, loaded only for speech output (about 3B
+# parameters in bf16, with headroom).
+AUDIO_OUTPUT_MEMORY = 8 * 2**30
 API_KEY_DIR = "/var/run/secrets/qms"
 PRESTOP_SLEEP_SECONDS = 5
 RUN_AS_USER = 65532  # the runtime image's user
@@ -53,6 +57,7 @@ def _env(spec: QwenModelServerSpec) -> list[dict[str, str]]:
         "QMS_MAX_MODEL_LEN": str(batching.max_model_len),
         "QMS_VERIFY_CHECKSUMS": str(spec.model.verify_checksums).lower(),
         "QMS_DRAIN_TIMEOUT_SECONDS": str(spec.runtime.drain_timeout_seconds),
+        "QMS_AUDIO_OUTPUT": str(spec.runtime.audio_output).lower(),
         "QMS_LOG_FORMAT": "json",
         "HF_HOME": "/tmp/hf-home",
         "HF_HUB_OFFLINE": "1",
@@ -63,10 +68,21 @@ def _env(spec: QwenModelServerSpec) -> list[dict[str, str]]:
     return listed + [{"name": e.name, "value": e.value} for e in spec.runtime.env]
 
 
+def _memory(value: int | str, spec: QwenModelServerSpec) -> str:
+    """Memory as given, plus the talker's share when speech output is on."""
+    if not spec.runtime.audio_output:
+        return quantity(value)
+    total = parse_quantity(quantity(value))
+    assert total is not None  # the spec's pattern admits only quantities
+    total += AUDIO_OUTPUT_MEMORY
+    gib = total / 2**30
+    return f"{gib.normalize():f}Gi" if gib == gib.to_integral_value() else str(int(total))
+
+
 def _resources(spec: QwenModelServerSpec) -> dict[str, Any]:
     res = spec.resources
-    requests = {"cpu": quantity(res.requests.cpu), "memory": quantity(res.requests.memory)}
-    limits = {"cpu": quantity(res.limits.cpu), "memory": quantity(res.limits.memory)}
+    requests = {"cpu": quantity(res.requests.cpu), "memory": _memory(res.requests.memory, spec)}
+    limits = {"cpu": quantity(res.limits.cpu), "memory": _memory(res.limits.memory, spec)}
     if res.gpu.count > 0:
         requests[res.gpu.resource_name] = str(res.gpu.count)
         limits[res.gpu.resource_name] = str(res.gpu.count)

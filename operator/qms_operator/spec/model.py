@@ -155,6 +155,12 @@ class RuntimeSpec(SpecModel):
         "torchao); check the accuracy loss on your prompts before using it.",
     )
     batching: Batching = Field(default_factory=Batching, description="Batching limits.")
+    audio_output: bool = Field(
+        default=False,
+        description="Spoken answers from Qwen3-Omni's talker (chat modalities "
+        "[text, audio]). Off by default: the talker needs more memory, so the operator "
+        "adds 8Gi to the memory requests and limits when it is on.",
+    )
     drain_timeout_seconds: int = Field(
         default=30,
         ge=0,
