@@ -24,6 +24,9 @@ from .status import Observed, compute_status, replace_one_at_a_time
 from .store import Key, Store
 
 log = logging.getLogger("qms_operator")
+# The API server's refusal to create objects in a namespace being deleted.
+TERMINATING = "because it is being terminated"
+TERMINATING_BACKOFF = 30.0
 
 
 def _now() -> str:
@@ -59,6 +62,8 @@ class Reconciler:
         self.api = api
         self.store = store
         self._events: set[asyncio.Task[None]] = set()
+        # Namespaces being deleted refuse creates: leave their servers alone a while.
+        self._terminating: dict[str, float] = {}
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -69,6 +74,8 @@ class Reconciler:
         if server is None or server["metadata"].get("deletionTimestamp"):
             return True
         namespace, name = key
+        if self._terminating.get(namespace, 0.0) > time.monotonic():
+            return True
         meta = server["metadata"]
         generation = meta.get("generation", 0)
         current = server.get("status") or {}
@@ -85,6 +92,9 @@ class Reconciler:
             spec, self.store.children(key).get("Deployment"), self.store.pods(key)
         )
         changed, errors = await self._apply_children(server, spec, replace_one)
+        if any(TERMINATING in error for error in errors):
+            self._terminating[namespace] = time.monotonic() + TERMINATING_BACKOFF
+            return True
         seen = Observed(
             generation=generation,
             children=self.store.children(key),
@@ -180,7 +190,8 @@ class Reconciler:
         if gone:
             self._event(server, "Normal", "Deleted", f"Deleted {', '.join(gone)} {meta['name']}")
         for error in errors:
-            self._event(server, "Warning", "ApplyFailed", error)
+            if TERMINATING not in error:
+                self._event(server, "Warning", "ApplyFailed", error)
         changed = [c["kind"] for c, (verb, _) in zip(wanted, applied, strict=True) if verb]
         return changed + gone, errors
 

@@ -109,6 +109,11 @@ class Operator:
                 total += value
         return int(total)
 
+    def reconciles(self) -> float:
+        return sum(
+            v for (n, _), v in self.metrics().items() if n == "qms_operator_reconciles_total"
+        )
+
     def healthy(self) -> bool:
         try:
             url = f"http://127.0.0.1:{self.health_port}/healthz"

@@ -364,27 +364,38 @@ def test_deleting_the_server_collects_its_children(cluster: Cluster, op: Operato
         )  # type: ignore[misc]
 
 
-def test_steady_state_sends_no_writes(cluster: Cluster, op: Operator, ns: str) -> None:
-    seed(cluster, ns)
-    apply_yaml(cluster, ns, SMALL)
-    wait_for("small Ready", lambda: is_ready(cluster, "small", ns), 60)
-    time.sleep(3)  # let the last status patch and its watch events settle
-    before = op.writes()
-    reconciles = sum(
-        v for (n, _), v in op.metrics().items() if n == "qms_operator_reconciles_total"
-    )
-    time.sleep(60)
-    after = sum(v for (n, _), v in op.metrics().items() if n == "qms_operator_reconciles_total")
-    assert after - reconciles >= 2 * 60 / 5 * 0.8  # both servers were resynced every 5 s
-    assert op.writes() - before == 0
+def test_steady_state_sends_no_writes(cluster: Cluster, crd: None, tmp_path: Path) -> None:
+    """Its own operator and namespace, so other tests' namespaces going away don't count."""
+    ns = namespace_name("solo-steady")
+    cluster.kubectl("create", "namespace", ns)
+    apply_yaml(cluster, ns, WEIGHTS.replace("NS", ns))
+    with operator(cluster, [ns], "--resync-seconds=5", log=tmp_path / "operator.log") as op:
+        apply_yaml(cluster, ns, SEED)
+        apply_yaml(cluster, ns, SMALL)
+        wait_for("seed Ready", lambda: is_ready(cluster, "qwen3-omni", ns), 90)
+        wait_for("small Ready", lambda: is_ready(cluster, "small", ns), 60)
+        time.sleep(3)  # let the last status patch and its watch events settle
+        before = op.writes()
+        reconciles = op.reconciles()
+        time.sleep(60)
+        assert op.reconciles() - reconciles >= 2 * 60 / 5 * 0.8  # both resynced every 5 s
+        assert op.writes() - before == 0
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
-def test_created_objects_are_written_once(cluster: Cluster, op: Operator, ns: str) -> None:
-    """One apply per child, one status patch per state change: no write storms."""
-    before = {k: op.writes(k) for k in KINDS}
-    seed(cluster, ns)
-    time.sleep(6)
-    assert {k: op.writes(k) - before[k] for k in KINDS} == {k: 1 for k in KINDS}
+def test_created_objects_are_written_once(cluster: Cluster, crd: None, tmp_path: Path) -> None:
+    """One apply per child, one status patch per state change: no write storms.
+
+    Its own operator: other tests' namespaces going away must not count.
+    """
+    ns = namespace_name("solo-once")
+    cluster.kubectl("create", "namespace", ns)
+    with operator(cluster, [ns], log=tmp_path / "operator.log") as op:
+        seed(cluster, ns)
+        time.sleep(6)
+        assert {k: op.writes(k) for k in KINDS} == {k: 1 for k in KINDS}
+        assert op.writes("Event") == 1  # one Event names every child created
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
 def server_manifest(name: str) -> str:

@@ -1,0 +1,320 @@
+"""Bring the local control plane up, report on it, and take it down."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import build, components, pki, procs
+from .components import Layout, Ports
+
+MARKER = ".qms-cluster"
+ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(f"qms-cluster: {msg}", file=sys.stderr, flush=True)
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("QMS_CLUSTER_DIR")
+    return Path(env).expanduser() if env else build.CACHE_ROOT / "cluster"
+
+
+def _layout(state_dir: Path | None) -> Layout:
+    return Layout((state_dir or default_state_dir()).expanduser().resolve())
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+class KubectlError(subprocess.CalledProcessError):
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running local control plane."""
+
+    kubeconfig: Path
+    bin_dir: Path  # the Kubernetes binaries: kubectl, kube-apiserver, ...
+    server: str
+    token: str
+    state_dir: Path
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+        r = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
+        if check and r.returncode != 0:
+            raise KubectlError(r.returncode, argv, r.stdout, r.stderr)
+        return r
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int
+    running: bool
+    log: Path
+    log_tail: str  # last lines of the log when not running, else ""
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    state_dir: Path
+    components: list[ComponentStatus] = field(default_factory=list)
+    server: str | None = None
+    api_ready: bool = False
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.components)
+
+    @property
+    def running(self) -> bool:
+        return self.exists and self.api_ready and all(c.running for c in self.components)
+
+
+def _load(lay: Layout) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(lay.state.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def _save(lay: Layout, state: dict[str, Any]) -> None:
+    tmp = lay.state.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(lay.state)
+
+
+def _procs(state: dict[str, Any]) -> list[procs.Proc]:
+    return [procs.Proc.from_json(c) for c in state.get("components", [])]
+
+
+def _ssl(ca: Path | None) -> ssl.SSLContext:
+    if ca is None:
+        return ssl._create_unverified_context()
+    return ssl.create_default_context(cafile=str(ca))
+
+
+def _get(url: str, token: str | None, ctx: ssl.SSLContext | None, timeout: float = 5) -> Any:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+        body = resp.read().decode()
+    with contextlib.suppress(ValueError):
+        return json.loads(body)
+    return body
+
+
+def _ok(url: str, token: str | None, ctx: ssl.SSLContext | None) -> bool:
+    try:
+        _get(url, token, ctx, timeout=2)
+    except (OSError, urllib.error.URLError, ssl.SSLError):
+        return False
+    return True
+
+
+def _api_ready(state: dict[str, Any], lay: Layout) -> bool:
+    ca = lay.ca if lay.ca.exists() else None
+    return _ok(f"{state['server']}/readyz", state["token"], _ssl(ca))
+
+
+def kubeconfig_path(state_dir: Path | None = None) -> Path:
+    return _layout(state_dir).kubeconfig
+
+
+def _cluster(lay: Layout, state: dict[str, Any]) -> Cluster:
+    return Cluster(lay.kubeconfig, build.K8S.bin_dir, state["server"], state["token"], lay.root)
+
+
+def current(state_dir: Path | None = None) -> Cluster | None:
+    """The cluster running in state_dir, or None when none is fully up."""
+    lay = _layout(state_dir)
+    state = _load(lay)
+    if not state or not state.get("ready"):
+        return None
+    if not all(procs.alive(p) for p in _procs(state)) or not _api_ready(state, lay):
+        return None
+    return _cluster(lay, state)
+
+
+def status(state_dir: Path | None = None, tail_lines: int = 20) -> ClusterStatus:
+    lay = _layout(state_dir)
+    state = _load(lay)
+    if not state:
+        return ClusterStatus(lay.root)
+    comps = []
+    for p in _procs(state):
+        up = procs.alive(p)
+        comps.append(
+            ComponentStatus(p.name, p.pid, up, p.log, "" if up else procs.tail(p.log, tail_lines))
+        )
+    ready = bool(state.get("server")) and _api_ready(state, lay)
+    return ClusterStatus(lay.root, comps, state.get("server"), ready)
+
+
+def down(state_dir: Path | None = None, log: Log = _stderr) -> None:
+    """Stop every process of the cluster in state_dir and remove its state."""
+    lay = _layout(state_dir)
+    state = _load(lay)
+    if state:
+        ps = _procs(state)
+        live = [p.name for p in ps if procs.alive(p)]
+        procs.stop(list(reversed(ps)))
+        log(f"stopped {', '.join(live) or 'nothing (no process was running)'}")
+    if (lay.root / MARKER).exists():
+        shutil.rmtree(lay.root)
+        log(f"removed {lay.root}")
+    elif lay.root.exists() and not state:
+        log(f"no cluster in {lay.root}")
+
+
+def node_names() -> list[str]:
+    return re.findall(r"^  metadata:\n    name: (\S+)$", nodes_yaml(), re.M)
+
+
+def nodes_yaml() -> str:
+    return resources.files("qms_cluster").joinpath("nodes.yaml").read_text()
+
+
+def _wait(what: str, pred: Callable[[], bool], running: list[procs.Proc], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in running:
+            if not procs.alive(p):
+                raise ClusterError(
+                    f"{p.name} exited (code {procs.exit_code(p)}) while waiting for {what}; "
+                    f"log {p.log}:\n{procs.tail(p.log, 30)}"
+                )
+        if pred():
+            return
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {p.name}:\n{procs.tail(p.log, 10)}" for p in running)
+            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
+        time.sleep(0.1)
+
+
+def _nodes_ready(server: str, token: str, ctx: ssl.SSLContext, names: list[str]) -> bool:
+    try:
+        items = _get(f"{server}/api/v1/nodes", token, ctx)["items"]
+    except (OSError, urllib.error.URLError, KeyError, TypeError):
+        return False
+    ready = set()
+    for n in items:
+        conds = {c["type"]: c["status"] for c in n.get("status", {}).get("conditions", [])}
+        taints = {t["key"] for t in n.get("spec", {}).get("taints", [])}
+        if conds.get("Ready") == "True" and "node.kubernetes.io/not-ready" not in taints:
+            ready.add(n["metadata"]["name"])
+    return set(names) <= ready
+
+
+def up(state_dir: Path | None = None, log: Log = _stderr, timeout: float = 120.0) -> Cluster:
+    """Start the control plane (building binaries if needed); a no-op if it runs."""
+    lay = _layout(state_dir)
+    existing = current(lay.root)
+    if existing is not None:
+        log(f"already running: {existing.server} (kubeconfig {existing.kubeconfig})")
+        return existing
+    if _load(lay) is not None:
+        log(f"cluster in {lay.root} is not healthy; stopping it and starting afresh")
+        down(lay.root, log)
+    build.ensure_built(log)
+    for attempt in (1, 2):
+        try:
+            return _start(lay, log, timeout)
+        except ClusterError as e:
+            if attempt == 2 or "address already in use" not in str(e):
+                raise
+            log("a port was taken meanwhile; starting again on fresh ports")
+            shutil.rmtree(lay.root)
+    raise AssertionError("unreachable")
+
+
+def _start(lay: Layout, log: Log, timeout: float) -> Cluster:
+    t0 = time.monotonic()
+    if (lay.root / MARKER).exists():
+        shutil.rmtree(lay.root)  # leftovers of a failed start: begin clean
+    lay.root.mkdir(parents=True, exist_ok=True)
+    (lay.root / MARKER).touch()
+    token = pki.new_token()
+    pki.write_secret(
+        lay.tokens, f'{token},{components.ADMIN},{components.ADMIN},"system:masters"\n'.encode()
+    )
+    pki.write_secret(lay.sa_key, pki.rsa_private_key_pem())
+    lay.kwok_config.write_text(components.KWOK_CONFIG)
+    ports = Ports(*procs.free_ports(6))
+    server = f"https://127.0.0.1:{ports.apiserver}"
+    state: dict[str, Any] = {
+        "server": server,
+        "token": token,
+        "ports": vars(ports),
+        "components": [],
+    }
+    running: list[procs.Proc] = []
+
+    def start(name: str, argv: list[str]) -> None:
+        running.append(procs.spawn(name, argv, lay.log(name)))
+        state["components"] = [p.to_json() for p in running]
+        _save(lay, state)
+
+    def lap(msg: str) -> None:
+        log(f"{msg} ({time.monotonic() - t0:.1f}s)")
+
+    try:
+        start("etcd", components.etcd(lay, ports))
+        etcd_health = f"http://127.0.0.1:{ports.etcd_client}/health"
+        _wait("etcd /health", lambda: _ok(etcd_health, None, None), running, 30)
+        lap(f"etcd {build.ETCD_VERSION} up on 127.0.0.1:{ports.etcd_client}")
+        start("kube-apiserver", components.kube_apiserver(lay, ports))
+        anyssl = _ssl(None)
+        _wait("kube-apiserver /readyz", lambda: _ok(f"{server}/readyz", token, anyssl), running, 90)
+        lay.kubeconfig.touch(mode=0o600)
+        lay.kubeconfig.write_text(components.kubeconfig_text(server, lay.ca.read_bytes(), token))
+        lap(f"kube-apiserver {build.K8S_VERSION} ready on {server}")
+        start("kube-controller-manager", components.kube_controller_manager(lay, ports))
+        start("kube-scheduler", components.kube_scheduler(lay, ports))
+        start("kwok", components.kwok(lay, ports))
+        cluster = _cluster(lay, state)
+        cluster.kubectl("create", "-f", "-", input=nodes_yaml())
+        ctx, names = _ssl(lay.ca), node_names()
+        _wait(
+            f"nodes {', '.join(names)} to be Ready",
+            lambda: _nodes_ready(server, token, ctx, names),
+            running,
+            timeout,
+        )
+        sched = f"https://127.0.0.1:{ports.scheduler}/readyz"
+        _wait("kube-scheduler /readyz", lambda: _ok(sched, None, anyssl), running, timeout)
+        sa = f"{server}/api/v1/namespaces/default/serviceaccounts/default"
+        _wait("the default ServiceAccount", lambda: _ok(sa, token, ctx), running, timeout)
+        lap(f"{len(names)} kwok nodes Ready; controller-manager, scheduler and kwok running")
+    except BaseException:
+        log(f"startup failed; stopping what was started (logs kept in {lay.root / 'logs'})")
+        procs.stop(list(reversed(running)))
+        raise
+    state["ready"] = True
+    _save(lay, state)
+    return cluster

@@ -1,0 +1,106 @@
+"""e2e tier: tests against a real local control plane (qms-cluster).
+
+Every test under tests/e2e is marked ``e2e``. The session fixture ``cluster``
+reuses the control plane already up in $QMS_CLUSTER_DIR (default
+~/.cache/qms/cluster) and leaves it running, or starts one (in a private temp
+directory when QMS_CLUSTER_DIR is unset) and takes it down at the end; it sets
+KUBECONFIG. ``namespace`` gives each test its own namespace.
+Tests skip only where the binaries cannot exist (no Go toolchain, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import qms_cluster
+from qms_cluster import Cluster, build
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.resolve().is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build missing binaries before the first test, outside any test's timeout.
+
+    A cold build takes minutes; inside the session fixture it would count
+    against the first test's pytest-timeout. Output goes to the terminal.
+    """
+    if not any(item.get_closest_marker("e2e") for item in session.items):
+        return
+    if all(build.is_built(s) for s in build.ALL):
+        return
+    ok, _ = qms_cluster.binaries_available()
+    if not ok:
+        return  # the fixture skips with the reason
+    capman = session.config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        qms_cluster.ensure_built()
+        return
+    with capman.global_and_fixture_disabled():
+        qms_cluster.ensure_built()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    ok, reason = qms_cluster.binaries_available()
+    if not ok:
+        pytest.skip(f"control-plane binaries cannot exist here: {reason}")
+    existing = qms_cluster.current()
+    if existing is not None:
+        c = existing
+    else:
+        # One this session starts goes in a private directory unless
+        # QMS_CLUSTER_DIR names one, so that a concurrent pytest run never
+        # reuses it and then loses it when this session tears it down.
+        private = None if os.environ.get("QMS_CLUSTER_DIR") else tempfile.mkdtemp(prefix="qms-")
+        c = qms_cluster.up(Path(private) if private else None)
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(c.kubeconfig)
+    try:
+        yield c
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        if existing is None:
+            qms_cluster.down(c.state_dir)
+
+
+def namespace_name(test_name: str) -> str:
+    """A DNS-1123 label from a test name, unique per call, at most 63 chars."""
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-") or "test"
+    suffix = secrets.token_hex(3)
+    return f"{slug[: 63 - len(suffix) - 1].rstrip('-')}-{suffix}"
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for this test, deleted (without waiting) afterwards.
+
+    Waits for its ``default`` ServiceAccount, without which pods are refused.
+    """
+    name = namespace_name(request.node.name)
+    cluster.kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 30
+    while cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no default ServiceAccount in namespace {name} after 30s")
+        time.sleep(0.1)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
