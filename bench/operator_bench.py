@@ -180,6 +180,11 @@ def run(n: int, big: int, steady: float, workers: int) -> None:
     lat_ready = [ready[k] - created[k] for k in names]
     time.sleep(5)
     writes = op.writes()
+    by_verb: dict[str, float] = {}
+    for (metric, labels), value in op.metrics().items():
+        if metric == "qms_operator_api_requests_total":
+            lab = dict(labels)
+            by_verb[f"{lab['verb']} {lab['kind']}".strip()] = value
     before = op.writes()
     time.sleep(steady)
     steady_writes = op.writes() - before
@@ -222,6 +227,7 @@ def run(n: int, big: int, steady: float, workers: int) -> None:
         "latency_ready_p50_s": round(statistics.median(lat_ready), 3),
         "latency_ready_p99_s": round(pct(lat_ready, 0.99), 3),
         "writes_per_server": round(writes / n, 2),
+        "requests_by_verb_and_kind": by_verb,
         f"writes_in_{int(steady)}s_steady": steady_writes,
         "operator_peak_rss_mb": round(rss, 1),
         "floor_applies": floor_count,

@@ -203,7 +203,7 @@ class WorkQueue:
         self,
         work: Callable[[Key], Awaitable[bool]],
         concurrency: int = 16,
-        delay: float = 0.05,
+        delay: float = 0.25,
         retry_base: float = 1.0,
         retry_max: float = 60.0,
     ) -> None:
