@@ -96,6 +96,15 @@ def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
 
 def seed(cluster: Cluster, ns: str) -> dict[str, Any]:
     apply_yaml(cluster, ns, WEIGHTS.replace("NS", ns))
+    # A pod of an unbound claim is (briefly) unschedulable, which would stall the server.
+    wait_for(
+        "weights claim Bound",
+        lambda: (
+            (get(cluster, "pvc", "qwen-weights", ns) or {}).get("status", {}).get("phase")
+            == "Bound"
+        ),
+        60,
+    )
     apply_yaml(cluster, ns, SEED)
     return wait_for("seed example Ready", lambda: is_ready(cluster, "qwen3-omni", ns), 90)
 
