@@ -19,7 +19,8 @@ _SERVE_FLAGS = (
     "model_dir", "served_model_name", "host", "port", "dtype", "quantization",
     "max_batch_size", "max_batched_tokens", "max_queued_requests", "max_model_len",
     "verify_checksums", "api_key_file", "drain_timeout_seconds", "log_format", "log_level",
-    "retry_after_seconds", "max_request_bytes", "warmup",
+    "retry_after_seconds", "max_request_bytes", "warmup", "audio_output", "max_image_bytes",
+    "max_audio_seconds", "max_media_items", "allow_remote_media",
 )  # fmt: skip
 
 
@@ -29,7 +30,7 @@ def _add_serve(sub: Any) -> None:
         info = RuntimeSettings.model_fields[name]
         flag = "--" + name.replace("_", "-")
         help_text = f"{info.description} (env QMS_{name.upper()})"
-        if name in ("verify_checksums", "warmup"):
+        if name in ("verify_checksums", "warmup", "audio_output", "allow_remote_media"):
             serve.add_argument(
                 flag, dest=name, default=None, choices=["true", "false"], help=help_text
             )

@@ -35,6 +35,8 @@ class LoadedModel:
     eos_token_ids: tuple[int, ...]
     max_model_len: int
     vocab_size: int
+    processor: Any = None  # Qwen3-Omni: the media processor (multimodal.py)
+    speech_model: Any = None  # Qwen3-Omni with audio_output: the full model (talker, code2wav)
 
 
 def read_model_type(model_dir: Path) -> str:
@@ -124,11 +126,24 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
     log.info(
         "loading %s model from %s (%s, %s)", model_type, model_dir, dtype, kwargs["device_map"]
     )
+    if settings.audio_output and model_type != OMNI_MODEL_TYPE:
+        raise ModelLoadError(f"audio_output needs a Qwen3-Omni model, not {model_type}")
+    if settings.audio_output and settings.quantization != "none":
+        raise ModelLoadError("audio_output cannot be combined with quantization")
+    speech_model = None
+    eos_source: Any = None  # the model whose generation config names the EOS tokens
     if model_type == OMNI_MODEL_TYPE and settings.quantization == "none":
         owner = transformers.Qwen3OmniMoeForConditionalGeneration.from_pretrained(
-            str(model_dir), enable_audio_output=False, **kwargs
+            str(model_dir), enable_audio_output=settings.audio_output, **kwargs
         )
         model = owner.thinker
+        eos_source = owner  # the thinker's own generation config has no eos_token_id
+        if settings.audio_output:
+            speech_model = owner  # from_pretrained leaves every part in eval mode
+            thinker_config: Any = owner.config.thinker_config
+            talker_config: Any = owner.talker.config
+            if not hasattr(talker_config, "audio_config"):  # 5.24: the talker's rope index reads it
+                talker_config.audio_config = thinker_config.audio_config
     elif model_type == OMNI_MODEL_TYPE:
         # transformers' torchao loader needs the top-level input embeddings, which the
         # Omni wrapper does not expose; the thinker class reads the same checkpoint.
@@ -141,6 +156,14 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.chat_template is None:
         log.warning("%s has no chat template: /v1/chat/completions will answer 400", model_dir)
+    processor = None
+    if model_type == OMNI_MODEL_TYPE:
+        from qms_runtime.multimodal import load_processor
+
+        try:
+            processor = load_processor(model_dir, tokenizer)
+        except Exception as exc:  # text still works; media requests get 400
+            log.warning("no media processor in %s (%s): text only", model_dir, exc)
     text_config = model.config.get_text_config()
     model_len = int(getattr(text_config, "max_position_embeddings", 4096))
     max_model_len = min(settings.max_model_len or model_len, model_len)
@@ -150,9 +173,11 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         model_type=model_type,
         device=model.device,
         dtype=dtype,
-        eos_token_ids=_eos_ids(model, tokenizer),
+        eos_token_ids=_eos_ids(model if eos_source is None else eos_source, tokenizer),
         max_model_len=max_model_len,
         vocab_size=int(text_config.vocab_size),
+        processor=processor,
+        speech_model=speech_model,
     )
 
 

@@ -22,10 +22,45 @@ class TextPart(BaseModel):
     text: StrictStr
 
 
+class ImageURL(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    url: StrictStr
+    detail: StrictStr | None = None
+
+
+class ImagePart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    data: StrictStr  # base64
+    format: StrictStr  # wav | mp3 | flac (checked in media.py, with a clear message)
+
+
+class AudioPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class VideoPart(BaseModel):
+    """Accepted by the schema so that the refusal can name it (media.py)."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["video_url", "video"]
+
+
+ContentPart = Annotated[TextPart | ImagePart | AudioPart | VideoPart, Field(discriminator="type")]
+MediaPart = ImagePart | AudioPart | VideoPart
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | list[TextPart] | None = None
+    content: StrictStr | list[ContentPart] | None = None
     name: StrictStr | None = None
 
     def text(self) -> str:
@@ -33,7 +68,18 @@ class ChatMessage(BaseModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def media(self) -> list[MediaPart]:
+        if not isinstance(self.content, list):
+            return []
+        return [part for part in self.content if not isinstance(part, TextPart)]
+
+
+class AudioOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    voice: StrictStr = "ethan"
+    format: StrictStr = "wav"
 
 
 class StreamOptions(BaseModel):
@@ -97,6 +143,16 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     logprobs: StrictBool | None = None
     tools: list[Any] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioOutput | None = None
+
+    @property
+    def has_media(self) -> bool:
+        return any(message.media() for message in self.messages)
+
+    @property
+    def wants_audio(self) -> bool:
+        return self.modalities is not None and "audio" in self.modalities
 
     def unsupported(self) -> tuple[str, str] | None:
         if self.logprobs:

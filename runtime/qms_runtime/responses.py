@@ -15,6 +15,7 @@ class ChoiceResult:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
+    audio: dict[str, Any] | None = None  # speech out: {id, data (base64 WAV), transcript, ...}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ def _choice(meta: ResponseMeta, choice: ChoiceResult) -> dict[str, Any]:
     body: dict[str, Any] = {"index": choice.index}
     if meta.kind == "chat":
         body["message"] = {"role": "assistant", "content": choice.text}
+        if choice.audio is not None:
+            body["message"]["audio"] = choice.audio
     else:
         body["text"] = choice.text
     body["logprobs"] = None

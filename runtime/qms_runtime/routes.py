@@ -97,7 +97,11 @@ async def _generate(request: Request, kind: str) -> Response:
     request_id = request_id_var.get() or "local"
     prepared: PreparedRequest
     if kind == "chat":
-        prepared = serving.prepare_chat(ChatCompletionRequest.model_validate(body), request_id)
+        chat = ChatCompletionRequest.model_validate(body)
+        if chat.has_media or chat.wants_audio:  # decoding and the processor: off the loop
+            prepared = await asyncio.to_thread(serving.prepare_chat, chat, request_id)
+        else:
+            prepared = serving.prepare_chat(chat, request_id)
     else:
         prepared = serving.prepare_completion(CompletionRequest.model_validate(body), request_id)
     admission = serving.engine.admit(prepared.sequences)

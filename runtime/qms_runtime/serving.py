@@ -4,6 +4,8 @@ request and shape their results as OpenAI responses (full or streamed)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -12,7 +14,10 @@ from typing import Any
 
 from qms_runtime.engine import Engine, SamplingParams
 from qms_runtime.errors import APIError, bad_request, error_body, to_api_error
+from qms_runtime.gate import ModelGate
+from qms_runtime.media import parse_media, wav_bytes
 from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.multimodal import OmniMedia
 from qms_runtime.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
 from qms_runtime.responses import (
     SSE_DONE,
@@ -24,6 +29,7 @@ from qms_runtime.responses import (
     sse,
     usage_chunk,
 )
+from qms_runtime.settings import RuntimeSettings
 from qms_runtime.textstream import IncrementalDecoder, StopChecker
 
 
@@ -37,6 +43,8 @@ class PreparedRequest:
     stream: bool
     include_usage: bool
     arrival: float
+    media_inputs: Any = None  # processor inputs: runs on the media path, not in the CB batch
+    voice: str | None = None  # speech out with this voice
 
     @property
     def sequences(self) -> int:
@@ -57,9 +65,18 @@ class ChoiceDelta:
 
 class OpenAIServing:
     def __init__(
-        self, engine: Engine, model_name: str, metrics: RuntimeMetrics, retry_after: int
+        self,
+        engine: Engine,
+        model_name: str,
+        metrics: RuntimeMetrics,
+        retry_after: int,
+        media: OmniMedia | None = None,
+        settings: RuntimeSettings | None = None,
     ) -> None:
         self.engine = engine
+        self.media = media
+        self._gate = ModelGate()
+        self._settings = settings
         self.model_name = model_name
         self._metrics = metrics
         self._retry_after = retry_after
@@ -72,6 +89,8 @@ class OpenAIServing:
         self._check_common(body)
         if self._tokenizer.chat_template is None:
             raise bad_request("this model has no chat template; use /v1/completions", "messages")
+        if body.has_media or body.wants_audio:
+            return self._prepare_omni(body, request_id)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         try:
             text = self._tokenizer.apply_chat_template(
@@ -81,6 +100,43 @@ class OpenAIServing:
             raise bad_request(f"chat template failed: {exc}", "messages") from exc
         prompt = self._tokenizer.encode(text, add_special_tokens=False)
         return self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
+
+    def _prepare_omni(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
+        """Media and/or speech out (CPU work: call it off the event loop)."""
+        media, settings = self.media, self._settings
+        if media is None or settings is None:
+            raise bad_request(
+                "this model takes text only: image and audio input need a Qwen3-Omni model "
+                "with a processor",
+                "messages",
+                code="unsupported_media",
+            )
+        voice = self._check_speech(body, media) if body.wants_audio else None
+        inputs = media.prepare(parse_media(body.messages, settings))
+        prompt = [int(t) for t in inputs["input_ids"][0].tolist()]
+        prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
+        return dataclasses.replace(prepared, media_inputs=inputs, voice=voice)
+
+    def _check_speech(self, body: ChatCompletionRequest, media: OmniMedia) -> str:
+        if not media.speech:
+            raise bad_request(
+                "audio output is off on this server (started without QMS_AUDIO_OUTPUT=true); "
+                'ask for modalities ["text"]',
+                "modalities",
+                code="audio_output_disabled",
+            )
+        wanted = body.audio
+        if wanted is None:
+            raise bad_request('modalities ["audio"] needs the audio parameter', "audio")
+        if wanted.format != "wav":
+            raise bad_request(f"audio.format '{wanted.format}' is not supported: wav", "audio")
+        if wanted.voice.lower() not in media.voices:
+            raise bad_request(
+                f"unknown voice '{wanted.voice}'; voices: {', '.join(media.voices)}", "audio.voice"
+            )
+        if body.stream or body.n != 1:
+            raise bad_request("audio output needs stream=false and n=1", "modalities")
+        return wanted.voice.lower()
 
     def prepare_completion(self, body: CompletionRequest, request_id: str) -> PreparedRequest:
         self._check_common(body)
@@ -163,6 +219,8 @@ class OpenAIServing:
     # -------------------------------------------------------------- generation
     async def complete(self, prepared: PreparedRequest) -> dict[str, Any]:
         self._metrics.prompt_tokens.inc(prepared.prompt_tokens)
+        if prepared.voice is not None:
+            return await self._speak(prepared, prepared.voice)
         choices = [ChoiceResult(index=i) for i in range(prepared.sequences)]
         async for delta in self._all_sequences(prepared):
             choice = choices[delta.index]
@@ -170,6 +228,24 @@ class OpenAIServing:
             choice.token_ids.extend(delta.token_ids)
             choice.finish_reason = delta.finish_reason or choice.finish_reason
         return full_response(prepared.meta, choices, prepared.prompt_tokens)
+
+    async def _speak(self, prepared: PreparedRequest, voice: str) -> dict[str, Any]:
+        assert self.media is not None
+        async with self._gate.exclusive():
+            tokens, waveform = await self.media.speak(
+                prepared.media_inputs, prepared.params, voice, prepared.arrival
+            )
+        eos = self.engine.loaded.eos_token_ids
+        text = self._decode(tokens)
+        choice = ChoiceResult(index=0, text=text, token_ids=tokens)
+        choice.finish_reason = "stop" if tokens and tokens[-1] in eos else "length"
+        choice.audio = {
+            "id": f"audio-{prepared.meta.response_id}",
+            "data": base64.b64encode(wav_bytes(waveform)).decode("ascii"),
+            "expires_at": prepared.meta.created + 3600,
+            "transcript": text,
+        }
+        return full_response(prepared.meta, [choice], prepared.prompt_tokens)
 
     async def stream(self, prepared: PreparedRequest) -> AsyncIterator[str]:
         """Server-sent events; an error after the headers went out becomes an error event."""
@@ -211,8 +287,14 @@ class OpenAIServing:
     ) -> AsyncGenerator[ChoiceDelta, None]:
         decoder = IncrementalDecoder(self._decode)
         stops = StopChecker(prepared.stops)
-        events = self.engine.stream(prompt, prepared.params, prepared.arrival)
-        async with aclosing(events):  # leaving early cancels the sequence in the batch
+        if prepared.media_inputs is not None and self.media is not None:
+            events = self.media.stream(prepared.media_inputs, prepared.params, prepared.arrival)
+            turn = self._gate.exclusive()
+        else:
+            events = self.engine.stream(prompt, prepared.params, prepared.arrival)
+            turn = self._gate.shared()
+        # Leaving early (aclosing) cancels the sequence in the batch.
+        async with turn, aclosing(events):
             async for event in events:
                 text = stops.feed(decoder.push(event.new_token_ids))
                 reason = event.finish_reason

@@ -67,6 +67,27 @@ class RuntimeSettings(BaseSettings):
     )
     page_size: int = Field(default=32, ge=4, description="KV-cache page size in tokens (CPU).")
     warmup: bool = Field(default=True, description="Run one short generation before ready.")
+    # Qwen3-Omni media (media.py). Base64 media counts against max_request_bytes too, so
+    # servers that take images or audio usually raise that limit as well.
+    audio_output: bool = Field(
+        default=False,
+        description="Qwen3-Omni speech out: load the talker and code2wav (more GPU memory). "
+        "Off: they are never loaded and requests asking for audio get 400.",
+    )
+    max_image_bytes: int = Field(
+        default=10_485_760, ge=1, description="Largest image (decoded bytes), default 10 MiB."
+    )
+    max_audio_seconds: float = Field(
+        default=300.0, gt=0, description="Longest input audio in seconds, default 300 (5 min)."
+    )
+    max_media_items: int = Field(
+        default=8, ge=0, description="Most images + audio clips in one request, default 8."
+    )
+    allow_remote_media: bool = Field(
+        default=False,
+        description="Fetch http(s) image URLs (pods usually have no egress); default: only "
+        "data: URLs are accepted.",
+    )
 
     @model_validator(mode="after")
     def _read_api_key_file(self) -> RuntimeSettings:

@@ -12,8 +12,9 @@ from typing import Literal
 from qms_runtime.checksums import verify_model_dir
 from qms_runtime.engine import Engine, SamplingParams
 from qms_runtime.errors import not_ready
-from qms_runtime.loading import load_model
+from qms_runtime.loading import LoadedModel, load_model
 from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.multimodal import OmniMedia
 from qms_runtime.serving import OpenAIServing
 from qms_runtime.settings import RuntimeSettings
 
@@ -82,7 +83,12 @@ class ServerState:
                 prompt = loaded.tokenizer.encode("warm up") or [0]
                 await engine.generate(prompt, SamplingParams(max_new_tokens=2))
             self.serving = OpenAIServing(
-                engine, settings.model_name, self.metrics, settings.retry_after_seconds
+                engine,
+                settings.model_name,
+                self.metrics,
+                settings.retry_after_seconds,
+                media=_omni_media(loaded, self.metrics),
+                settings=settings,
             )
             if self.phase == "loading":
                 self.phase = "ready"
@@ -96,6 +102,18 @@ class ServerState:
             self.phase = "failed"
             self.error = str(exc)
             self.on_fatal(exc)
+
+
+def _omni_media(loaded: LoadedModel, metrics: RuntimeMetrics) -> OmniMedia | None:
+    if loaded.processor is None:
+        return None
+    return OmniMedia(
+        loaded.processor,
+        loaded.model,
+        loaded.speech_model,
+        loaded.eos_token_ids,
+        metrics,
+    )
 
 
 def _log_progress(path: str, done: int, total: int) -> None:

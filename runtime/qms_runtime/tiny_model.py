@@ -1,7 +1,8 @@
 """`qms-runtime tiny-model`: real Qwen configs shrunk, random weights, a fresh tokenizer.
 
 Used by the tests, the demo and the benchmark. Two sizes: `tiny` (hidden 64, 2 layers:
-fast tests) and `small` (about 20M parameters for the dense model: benchmarks).
+fast tests) and `small` (about 20M parameters for the dense model: benchmarks). The Omni
+model also gets its processor configs (tiny_processor.py), so it takes images and audio.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qms_runtime.checksums import write_sha256sums
+from qms_runtime.tiny_processor import MEDIA_TOKENS, add_media_tokens, write_processor_configs
 from qms_runtime.tiny_tokenizer import ENDOFTEXT, IM_END, IM_START, train_tokenizer
 
 Arch = Literal["qwen3", "qwen3_moe", "qwen3_omni_moe"]
@@ -86,9 +88,15 @@ def _omni_config(size: Size, vocab: int, ids: dict[str, int]) -> Any:
     mrope = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}
     text = _text_config(size, vocab, moe=True) | {"rope_parameters": mrope | {"interleaved": True}}
     hidden = text["hidden_size"]
-    # Multimodal placeholder ids sit outside the vocabulary: text never produces them.
-    media = dict(audio_token_id=vocab + 1, image_token_id=vocab + 2, video_token_id=vocab + 3)
-    media_starts = dict(audio_start_token_id=vocab + 4, vision_start_token_id=vocab + 5)
+    # Multimodal placeholders are special tokens of the tokenizer (tiny_processor.MEDIA_TOKENS).
+    media = dict(
+        audio_token_id=ids["audio_token"],
+        image_token_id=ids["image_token"],
+        video_token_id=ids["video_token"],
+    )
+    media_starts = dict(
+        audio_start_token_id=ids["audio_bos_token"], vision_start_token_id=ids["vision_bos_token"]
+    )
     thinker = dict(
         text_config=text,
         audio_config=dict(
@@ -98,10 +106,10 @@ def _omni_config(size: Size, vocab: int, ids: dict[str, int]) -> Any:
             encoder_ffn_dim=64,
             d_model=32,
             output_dim=hidden,
-            n_window=4,
+            n_window=50,  # what the processor assumes (Qwen3OmniMoeProcessor.n_window)
             downsample_hidden_size=16,
             max_source_positions=64,
-            n_window_infer=8,
+            n_window_infer=400,
             conv_chunksize=8,
         ),
         vision_config=dict(
@@ -177,9 +185,10 @@ def _omni_config(size: Size, vocab: int, ids: dict[str, int]) -> Any:
         enable_audio_output=True,
         im_start_token_id=ids["im_start"],
         im_end_token_id=ids["im_end"],
-        tts_pad_token_id=vocab + 6,
-        tts_bos_token_id=vocab + 7,
-        tts_eos_token_id=vocab + 8,
+        # The talker's text markers: ids past the tokenizer, inside the embedding table.
+        tts_pad_token_id=ids["tts"],
+        tts_bos_token_id=ids["tts"] + 1,
+        tts_eos_token_id=ids["tts"] + 2,
         system_token_id=ids["system"],
         user_token_id=ids["user"],
         assistant_token_id=ids["assistant"],
@@ -206,8 +215,12 @@ def write_tiny_model(target: Path, arch: Arch, size: Size = "tiny", seed: int = 
     from transformers import AutoTokenizer
 
     target.mkdir(parents=True, exist_ok=True)
+    omni = arch == "qwen3_omni_moe"
     tokenizer_len = train_tokenizer(target, _DIMS[size]["vocab"])
     tokenizer = AutoTokenizer.from_pretrained(str(target))
+    if omni:
+        tokenizer = add_media_tokens(target)
+        tokenizer_len = len(tokenizer)
     ids = {
         "im_start": tokenizer.convert_tokens_to_ids(IM_START),
         "im_end": tokenizer.convert_tokens_to_ids(IM_END),
@@ -216,7 +229,10 @@ def write_tiny_model(target: Path, arch: Arch, size: Size = "tiny", seed: int = 
         "user": tokenizer.encode("user")[0],
         "assistant": tokenizer.encode("assistant")[0],
     }
-    vocab = _round_up(tokenizer_len, 64)
+    if omni:
+        ids.update({name: tokenizer.convert_tokens_to_ids(t) for name, t in MEDIA_TOKENS.items()})
+    ids["tts"] = tokenizer_len
+    vocab = _round_up(tokenizer_len + (3 if omni else 0), 64)
     torch.manual_seed(seed)
     model = _build_model(arch, size, vocab, ids)
     generation = model.generation_config
@@ -229,6 +245,8 @@ def write_tiny_model(target: Path, arch: Arch, size: Size = "tiny", seed: int = 
         json.dumps({"arch": arch, "size": size, "seed": seed, "parameters": params}) + "\n",
         encoding="utf-8",
     )
+    if omni:
+        write_processor_configs(target, model.config)
     write_sha256sums(target)
     log.info("wrote %s %s model (%d parameters) to %s", size, arch, params, target)
     return target

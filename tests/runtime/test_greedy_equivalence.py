@@ -40,12 +40,14 @@ def _reference(arch: str, model_dir: Path) -> Reference:
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
     if arch == "qwen3_omni_moe":
-        model = transformers.Qwen3OmniMoeForConditionalGeneration.from_pretrained(
+        owner = transformers.Qwen3OmniMoeForConditionalGeneration.from_pretrained(
             str(model_dir), enable_audio_output=False
-        ).thinker
+        )
+        model = owner.thinker
+        eos = owner.generation_config.eos_token_id  # the thinker's own config has none
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir))
-    eos = model.generation_config.eos_token_id
+        eos = model.generation_config.eos_token_id
     prompts, outputs = [], []
     for question in QUESTIONS:
         text = tokenizer.apply_chat_template(

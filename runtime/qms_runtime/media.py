@@ -1,0 +1,201 @@
+"""Media in chat messages: decode and check images and audio before the processor sees them.
+
+Every problem is a 400 that names it (param = the content part): corrupt base64, a mime
+type or audio format that is not accepted, an image over max_image_bytes, audio over
+max_audio_seconds, more than max_media_items items, remote URLs while they are off,
+undecodable bytes. Video is refused: it needs torchvision's video processor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+import io
+import urllib.request
+import wave
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qms_runtime.errors import APIError, bad_request
+from qms_runtime.protocol import AudioPart, ChatMessage, ImagePart, TextPart
+from qms_runtime.settings import RuntimeSettings
+
+IMAGE_MIME_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"})
+AUDIO_FORMATS = frozenset({"wav", "mp3", "flac"})
+AUDIO_SAMPLING_RATE = 16_000  # what Qwen3-Omni's Whisper-style feature extractor expects
+SPEECH_SAMPLING_RATE = 24_000  # what Qwen3-Omni's code2wav produces
+_REMOTE_TIMEOUT_SECONDS = 10.0
+
+
+def _media_error(message: str, param: str, code: str = "invalid_media") -> APIError:
+    return bad_request(message, param, code=code)
+
+
+@dataclass
+class MediaInputs:
+    """Chat messages in the processor's format plus the decoded media, in prompt order."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)  # PIL images
+    audio: list[np.ndarray[Any, Any]] = field(default_factory=list)  # mono float32 at 16 kHz
+
+
+def _b64decode(data: str, param: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _media_error(f"{param}: corrupt base64 data ({exc})", param) from exc
+
+
+def _fetch(url: str, limit: int, param: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=_REMOTE_TIMEOUT_SECONDS) as response:
+            data: bytes = response.read(limit + 1)
+    except OSError as exc:
+        raise _media_error(f"{param}: could not fetch {url}: {exc}", param) from exc
+    return data
+
+
+def _image_bytes(part: ImagePart, settings: RuntimeSettings, param: str) -> bytes:
+    url = part.image_url.url
+    limit = settings.max_image_bytes
+    if url.startswith(("http://", "https://")):
+        if not settings.allow_remote_media:
+            raise _media_error(
+                f"{param}: remote image URLs are not allowed on this server "
+                "(QMS_ALLOW_REMOTE_MEDIA=false); send the image as a data: URL",
+                param,
+                "remote_media_disabled",
+            )
+        data = _fetch(url, limit, param)
+    elif url.startswith("data:"):
+        header, sep, payload = url[5:].partition(",")
+        mime, _, encoding = header.partition(";")
+        if not sep or encoding != "base64":
+            raise _media_error(f"{param}: expected a data:<mime>;base64,<data> URL", param)
+        if mime.lower() not in IMAGE_MIME_TYPES:
+            raise _media_error(
+                f"{param}: mime type '{mime}' is not an accepted image type "
+                f"({', '.join(sorted(IMAGE_MIME_TYPES))})",
+                param,
+                "unsupported_media_type",
+            )
+        data = _b64decode(payload, param)
+    else:
+        raise _media_error(f"{param}: image_url must be a data: or http(s) URL", param)
+    if len(data) > limit:
+        raise _media_error(
+            f"{param}: image is over the limit of {limit} bytes", param, "media_too_large"
+        )
+    return data
+
+
+def decode_image(part: ImagePart, settings: RuntimeSettings, param: str) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    data = _image_bytes(part, settings, param)
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise _media_error(f"{param}: the data is not a decodable image ({exc})", param) from exc
+    return image.convert("RGB")
+
+
+def decode_audio(part: AudioPart, settings: RuntimeSettings, param: str) -> np.ndarray[Any, Any]:
+    soundfile: Any = importlib.import_module("soundfile")  # untyped
+
+    audio_format = part.input_audio.format.lower()
+    if audio_format not in AUDIO_FORMATS:
+        raise _media_error(
+            f"{param}: audio format '{part.input_audio.format}' is not accepted "
+            f"({', '.join(sorted(AUDIO_FORMATS))})",
+            param,
+            "unsupported_media_type",
+        )
+    data = _b64decode(part.input_audio.data, param)
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as sound:  # the container says its format
+            rate = int(sound.samplerate)
+            seconds = sound.frames / rate if sound.frames > 0 else 0.0
+            if seconds > settings.max_audio_seconds:
+                raise _media_error(
+                    f"{param}: audio is {seconds:.1f} s long; at most "
+                    f"{settings.max_audio_seconds:g} s are accepted",
+                    param,
+                    "media_too_long",
+                )
+            samples = sound.read(dtype="float32", always_2d=True)
+    except (RuntimeError, TypeError, ValueError, soundfile.LibsndfileError) as exc:
+        raise _media_error(
+            f"{param}: the data is not decodable {audio_format} audio ({exc})", param
+        ) from exc
+    mono: np.ndarray[Any, Any] = samples.mean(axis=1)
+    if mono.size == 0:
+        raise _media_error(f"{param}: the audio is empty", param)
+    if mono.size / rate > settings.max_audio_seconds:  # frames were unknown up front
+        raise _media_error(
+            f"{param}: audio is longer than {settings.max_audio_seconds:g} s",
+            param,
+            "media_too_long",
+        )
+    return resample(mono, rate, AUDIO_SAMPLING_RATE)
+
+
+def resample(samples: np.ndarray[Any, Any], rate: int, target: int) -> np.ndarray[Any, Any]:
+    """Linear-interpolation resampling (enough for the feature extractor's mel bins)."""
+    if rate == target:
+        return samples.astype(np.float32)
+    count = max(1, round(samples.size * target / rate))
+    positions = np.arange(count, dtype=np.float64) * (rate / target)
+    result: np.ndarray[Any, Any] = np.interp(positions, np.arange(samples.size), samples)
+    return result.astype(np.float32)
+
+
+def parse_media(messages: list[ChatMessage], settings: RuntimeSettings) -> MediaInputs:
+    """Decode every media part and build the processor's messages (raises APIError 400)."""
+    count = sum(len(message.media()) for message in messages)
+    if count > settings.max_media_items:
+        raise _media_error(
+            f"the request has {count} media items; at most {settings.max_media_items} are accepted",
+            "messages",
+            "too_many_media_items",
+        )
+    result = MediaInputs()
+    for m, message in enumerate(messages):
+        if isinstance(message.content, str) or message.content is None:
+            result.messages.append({"role": message.role, "content": message.content or ""})
+            continue
+        parts: list[dict[str, Any]] = []
+        for p, part in enumerate(message.content):
+            param = f"messages.{m}.content.{p}"
+            if isinstance(part, TextPart):
+                parts.append({"type": "text", "text": part.text})
+            elif isinstance(part, ImagePart):
+                result.images.append(decode_image(part, settings, param))
+                parts.append({"type": "image"})
+            elif isinstance(part, AudioPart):
+                result.audio.append(decode_audio(part, settings, param))
+                parts.append({"type": "audio"})
+            else:
+                raise _media_error(
+                    f"{param}: video input is not supported by this server", param,
+                    "unsupported_media_type",
+                )  # fmt: skip
+        result.messages.append({"role": message.role, "content": parts})
+    return result
+
+
+def wav_bytes(waveform: np.ndarray[Any, Any], rate: int = SPEECH_SAMPLING_RATE) -> bytes:
+    """16-bit PCM mono WAV of a float waveform in [-1, 1]."""
+    pcm = (np.clip(waveform.reshape(-1), -1.0, 1.0) * 32767.0).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    return buffer.getvalue()

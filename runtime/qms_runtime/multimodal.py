@@ -1,0 +1,259 @@
+"""Qwen3-Omni requests with media or speech out: the processor and a separate (non-CB) path.
+
+transformers' continuous batching takes token ids only: no pixel values, audio features
+or the 3-D m-RoPE positions that media need. Requests with media therefore run here,
+one at a time on a worker thread, through `thinker.generate` with the processor's
+inputs (and through the full model's `generate(return_audio=True)` for speech out),
+while text-only requests stay on the continuous-batching engine. Both share the
+engine's admission count (429) and the same weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qms_runtime.engine import GenerationEvent, SamplingParams
+from qms_runtime.media import MediaInputs
+from qms_runtime.metrics import RuntimeMetrics
+
+log = logging.getLogger(__name__)
+
+# transformers 5.24 crashes (empty stack) when the talker emits its end code first.
+_TALKER_MIN_NEW_TOKENS = 2
+
+
+def load_processor(model_dir: Path, tokenizer: Any) -> Any:
+    """The model directory's Qwen3OmniMoeProcessor; without torchvision, one without video."""
+    import transformers
+
+    hf: Any = transformers  # untyped constructors
+    try:
+        return hf.AutoProcessor.from_pretrained(str(model_dir))
+    except ImportError as exc:  # Qwen2VLVideoProcessor needs torchvision
+        log.warning("loading the processor without its video processor: %s", str(exc).strip())
+
+    base: Any = transformers.Qwen3OmniMoeProcessor
+
+    class ProcessorWithoutVideo(base):  # type: ignore[misc]
+        def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+            if argument is None and argument_name == "video_processor":
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    without_video: Any = ProcessorWithoutVideo
+
+    template_file = model_dir / "chat_template.jinja"
+    template = (
+        template_file.read_text(encoding="utf-8")
+        if template_file.is_file()
+        else tokenizer.chat_template
+    )
+    return without_video(
+        image_processor=hf.AutoImageProcessor.from_pretrained(str(model_dir)),
+        video_processor=None,
+        feature_extractor=hf.AutoFeatureExtractor.from_pretrained(str(model_dir)),
+        tokenizer=tokenizer,
+        chat_template=template,
+    )
+
+
+def isolate_rope_state(thinker: Any) -> None:
+    """Give each thread its own `thinker.model.rope_deltas`.
+
+    generate() stores the m-RoPE offsets of its media prompt on the module and reads them
+    at every decoding step; the batching thread's text forwards overwrite them. With a
+    per-thread value, media requests and the batch share the weights but not that state.
+    """
+    inner = thinker.model
+    if getattr(type(inner), "_qms_thread_local_rope", False):
+        return
+    local = threading.local()
+
+    class ThreadLocalRope(type(inner)):  # type: ignore[misc]
+        _qms_thread_local_rope = True
+
+        @property
+        def rope_deltas(self) -> Any:
+            return getattr(local, "rope_deltas", None)
+
+        @rope_deltas.setter
+        def rope_deltas(self, value: Any) -> None:
+            local.rope_deltas = value
+
+    inner.__class__ = ThreadLocalRope
+
+
+class _Cancelled:
+    """A stopping criterion that ends generation once the client has gone."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
+class _QueueStreamer:
+    """transformers streamer -> asyncio queue (skips the prompt, which comes first)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+        self._put: Callable[[Any], object] = lambda item: loop.call_soon_threadsafe(
+            queue.put_nowait, item
+        )
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self._put([int(token) for token in value.reshape(-1).tolist()])
+
+    def end(self) -> None:
+        self._put(None)
+
+
+class OmniMedia:
+    """The processor and the worker that runs media requests and speech out."""
+
+    def __init__(
+        self,
+        processor: Any,
+        thinker: Any,
+        owner: Any | None,
+        eos_token_ids: tuple[int, ...],
+        metrics: RuntimeMetrics,
+    ) -> None:
+        self.processor = processor
+        self._thinker = thinker
+        self._owner = owner  # the full model with talker + code2wav; None: no speech out
+        self._eos = eos_token_ids
+        self._metrics = metrics
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qms-media")
+        isolate_rope_state(thinker)
+
+    @property
+    def speech(self) -> bool:
+        return self._owner is not None
+
+    @property
+    def voices(self) -> list[str]:
+        if self._owner is None:
+            return []
+        return sorted(self._owner.config.talker_config.speaker_id)
+
+    def prepare(self, media: MediaInputs) -> Any:
+        """Processor inputs (input_ids with expanded placeholders, pixel values, features)."""
+        processor = self.processor
+        text = processor.tokenizer.apply_chat_template(
+            media.messages,
+            chat_template=processor.chat_template,
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        return processor(
+            text=[text],
+            images=media.images or None,
+            audio=media.audio or None,
+            return_tensors="pt",
+        )
+
+    def _generate_kwargs(self, params: SamplingParams, prefix: str = "") -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "eos_token_id": list(self._eos),
+            "do_sample": not params.greedy,
+        }
+        if not params.greedy:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.ignore_eos:
+            kwargs["min_new_tokens"] = params.max_new_tokens
+        return {prefix + key: value for key, value in kwargs.items()}
+
+    def _run(self, inputs: Any, params: SamplingParams, streamer: Any, stop: _Cancelled) -> None:
+        from transformers import StoppingCriteriaList
+
+        device = self._thinker.device
+        with torch.inference_mode():
+            self._thinker.generate(
+                **inputs.to(device),
+                **self._generate_kwargs(params),
+                streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([stop]),
+            )
+
+    async def stream(
+        self, inputs: Any, params: SamplingParams, arrival: float
+    ) -> AsyncGenerator[GenerationEvent, None]:
+        """Generate with media; yields new tokens as they come; stops if closed early."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        streamer = _QueueStreamer(loop, queue)
+        stop = _Cancelled()
+        future = loop.run_in_executor(self._worker, self._run, inputs, params, streamer, stop)
+        tokens: list[int] = []
+        eos = () if params.ignore_eos else self._eos
+        try:
+            while True:
+                new = await queue.get()
+                if new is None:
+                    await future  # raises what generation raised
+                    reason = "stop" if tokens and tokens[-1] in eos else "length"
+                    self._metrics.e2e_latency.observe(time.perf_counter() - arrival)
+                    yield GenerationEvent(new_token_ids=[], finish_reason=reason)
+                    return
+                if not tokens:
+                    self._metrics.time_to_first_token.observe(time.perf_counter() - arrival)
+                tokens.extend(new)
+                self._metrics.generation_tokens.inc(len(new))
+                yield GenerationEvent(new_token_ids=new, finish_reason=None)
+        finally:
+            stop.event.set()
+            if not future.done():
+                future.add_done_callback(lambda done: done.exception())  # no "never retrieved"
+                # The caller holds the model alone until generate has really stopped.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(future)
+
+    def _speak(self, inputs: Any, params: SamplingParams, voice: str) -> tuple[Any, Any]:
+        owner: Any = self._owner
+        with torch.inference_mode():
+            sequences, waveform = owner.generate(
+                **inputs.to(self._thinker.device),
+                speaker=voice,
+                return_audio=True,
+                talker_min_new_tokens=_TALKER_MIN_NEW_TOKENS,
+                talker_do_sample=False,  # greedy codec tokens: reproducible speech
+                **self._generate_kwargs(params, prefix="thinker_"),
+            )
+        return sequences, waveform
+
+    async def speak(
+        self, inputs: Any, params: SamplingParams, voice: str, arrival: float
+    ) -> tuple[list[int], np.ndarray[Any, Any]]:
+        """Text tokens and the spoken waveform (float32, 24 kHz) of one answer."""
+        loop = asyncio.get_running_loop()
+        sequences, waveform = await loop.run_in_executor(
+            self._worker, self._speak, inputs, params, voice
+        )
+        prompt_len = int(inputs["input_ids"].shape[1])
+        tokens = [int(t) for t in sequences[0, prompt_len:].tolist()]
+        self._metrics.generation_tokens.inc(len(tokens))
+        self._metrics.e2e_latency.observe(time.perf_counter() - arrival)
+        wave = np.zeros(0, np.float32) if waveform is None else waveform.float().cpu().numpy()
+        return tokens, wave.reshape(-1)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
