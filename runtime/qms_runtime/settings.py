@@ -63,12 +63,14 @@ class RuntimeSettings(BaseSettings):
     log_level: str = Field(default="INFO", description="Python log level.")
     retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After sent with a 429.")
     max_request_bytes: int = Field(
-        default=1_048_576, ge=1024, description="Largest accepted request body; larger: 413."
+        default=33_554_432,
+        ge=1024,
+        description="Largest accepted request body (base64 media included), default 32 MiB; "
+        "larger: 413.",
     )
     page_size: int = Field(default=32, ge=4, description="KV-cache page size in tokens (CPU).")
     warmup: bool = Field(default=True, description="Run one short generation before ready.")
-    # Qwen3-Omni media (media.py). Base64 media counts against max_request_bytes too, so
-    # servers that take images or audio usually raise that limit as well.
+    # Qwen3-Omni media (media.py). Base64 media counts against max_request_bytes too.
     audio_output: bool = Field(
         default=False,
         description="Qwen3-Omni speech out: load the talker and code2wav (more GPU memory). "

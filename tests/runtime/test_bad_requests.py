@@ -76,7 +76,7 @@ CASES = [
     Case("token id out of vocab", COMPLETIONS, completion(prompt=[1, 10**6]), 400, "prompt"),
     Case("echo unsupported", COMPLETIONS, completion(echo=True), 400, "echo", "unsupported_parameter"),
     Case("predict with bad body", "/v1/predict", {"model": MODEL}, 400, "messages"),
-    Case("oversized body", CHAT, b'{"pad": "' + b"x" * (1_048_576 + 10) + b'"}', 413, None, "request_too_large"),
+    Case("oversized body", CHAT, b'{"pad": "' + b"x" * (33_554_432 + 10) + b'"}', 413, None, "request_too_large"),
     Case("missing api key", CHAT, chat(), 401, None, "invalid_api_key", "authentication_error", headers={}),
     Case("wrong api key", CHAT, chat(), 401, None, "invalid_api_key", "authentication_error", headers={"Authorization": "Bearer nope"}),
     Case("models without key", "/v1/models", None, 401, None, "invalid_api_key", "authentication_error", "GET", {}),
