@@ -5,12 +5,14 @@ same model. transformers keeps per-call state on the model object (Qwen3-Omni's
 multimodal position deltas among it), and running both at once was seen to change
 media outputs. So text sequences share the model freely (they batch together), while a
 media request waits until the running text sequences finish and holds new ones back
-until it is done. A waiting media request goes first, so it is never starved.
+until it is done. Turns are taken in arrival order (text sequences that arrive
+together run together), so neither kind starves the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -19,7 +21,9 @@ class ModelGate:
     def __init__(self) -> None:
         self._shared = 0
         self._exclusive = False
-        self._waiting = 0
+        self._tickets = itertools.count()
+        self._waiting_shared: set[int] = set()
+        self._waiting_exclusive: set[int] = set()
         self._changed = asyncio.Event()
 
     async def _until(self, ready: Callable[[], bool]) -> None:
@@ -31,7 +35,15 @@ class ModelGate:
     @asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
         """For a text sequence in the continuous batch."""
-        await self._until(lambda: not self._exclusive and self._waiting == 0)
+        ticket = next(self._tickets)
+        self._waiting_shared.add(ticket)
+        try:
+            await self._until(
+                lambda: not self._exclusive and all(t > ticket for t in self._waiting_exclusive)
+            )
+        finally:
+            self._waiting_shared.discard(ticket)
+            self._changed.set()
         self._shared += 1
         try:
             yield
@@ -42,11 +54,21 @@ class ModelGate:
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
         """For a media or speech request, which runs `generate` on its own thread."""
-        self._waiting += 1
+        ticket = next(self._tickets)
+        self._waiting_exclusive.add(ticket)
         try:
-            await self._until(lambda: not self._exclusive and self._shared == 0)
+            await self._until(
+                lambda: (
+                    not self._exclusive
+                    and self._shared == 0
+                    and all(
+                        t > ticket
+                        for t in self._waiting_shared | self._waiting_exclusive - {ticket}
+                    )
+                )
+            )
         finally:
-            self._waiting -= 1
+            self._waiting_exclusive.discard(ticket)
             self._changed.set()
         self._exclusive = True
         try:
@@ -57,5 +79,5 @@ class ModelGate:
 
     @property
     def state(self) -> tuple[int, bool, int]:
-        """(text sequences running, media running, media waiting), for tests."""
-        return self._shared, self._exclusive, self._waiting
+        """(text sequences running, media running, requests waiting), for tests."""
+        return self._shared, self._exclusive, len(self._waiting_shared | self._waiting_exclusive)

@@ -27,7 +27,7 @@ def test_media_waits_for_text_and_holds_new_text_back() -> None:
         async def media() -> None:
             async with gate.exclusive():
                 log.append("media start")
-                assert gate.state == (0, True, 0)
+                assert gate.state == (0, True, 1)  # t2 waits its turn
                 await asyncio.sleep(0.01)
                 log.append("media end")
 
@@ -80,3 +80,28 @@ def test_a_cancelled_waiter_leaves_the_gate_usable() -> None:
         return gate.state
 
     assert asyncio.run(scenario()) == (0, False, 0)
+
+
+def test_a_stream_of_media_requests_does_not_starve_text() -> None:
+    async def scenario() -> list[str]:
+        gate = ModelGate()
+        log: list[str] = []
+
+        async def media(name: str) -> None:
+            async with gate.exclusive():
+                log.append(name)
+                await asyncio.sleep(0.01)
+
+        async def text() -> None:
+            async with gate.shared():
+                log.append("text")
+
+        tasks = [asyncio.create_task(media("m1"))]
+        await asyncio.sleep(0.001)
+        tasks.append(asyncio.create_task(text()))  # arrives while m1 runs
+        await asyncio.sleep(0.001)
+        tasks += [asyncio.create_task(media(f"m{i}")) for i in (2, 3)]  # arrive after it
+        await asyncio.gather(*tasks)
+        return log
+
+    assert asyncio.run(scenario()) == ["m1", "text", "m2", "m3"]
