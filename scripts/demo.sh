@@ -26,6 +26,7 @@ for _ in $(seq 100); do curl -sf localhost:18081/healthz >/dev/null && break; sl
 echo "== the seed article's example QwenModelServer"
 kubectl create namespace qms-demo --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply -f deploy/demo/weights.yaml
+kubectl wait -n qms-demo --for=jsonpath='{.status.phase}'=Bound pvc/qwen-weights --timeout=60s
 kubectl apply -n qms-demo -f deploy/examples/seed-faithful.yaml
 kubectl wait -n qms-demo --for=condition=Ready modelserver/qwen3-omni --timeout=180s
 kubectl get modelservers -n qms-demo -o wide
