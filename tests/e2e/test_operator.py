@@ -501,35 +501,25 @@ def _try(fn: Any) -> Any:
 
 
 def test_gpu_aware_rollout_replaces_one_at_a_time(cluster: Cluster, op: Operator, ns: str) -> None:
-    """Every H200 GPU taken: no surge pod fits, so the rollout replaces pods one by one."""
+    """Every H200 GPU taken: no surge pod fits, so the rollout replaces pods one by one.
+
+    Without the fallback the surge pod would wait for a GPU forever. The fallback may last
+    less than a poll here (kwok pods start at once), so the test checks what stays: the
+    rollout finished, and the Events record the switch to replace-one and back.
+    """
     full = SMALL.replace(
         "gpu: {count: 0}", "gpu: {count: 8, acceleratorTypes: [nvidia-h200]}"
     ).replace("spec:\n", "spec:\n  replicas: 2\n")
     apply_yaml(cluster, ns, full)
     wait_for("two full-node replicas Ready", lambda: is_ready(cluster, "small", ns), 60)
+    # GPUs still held by pods of earlier tests may have stalled it for a while: only
+    # what happens after the change counts.
+    before = {e["metadata"]["name"] for e in items(cluster, "events", ns)}
     new_image = "ghcr.io/qms-io/qms-runtime:0.2.0"
+    patch = {"spec": {"runtime": {"image": new_image}}}
     cluster.kubectl(
-        "patch",
-        "modelserver",
-        "small",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"runtime": {"image": new_image}}}),
+        "patch", "modelserver", "small", "-n", ns, "--type=merge", "-p", json.dumps(patch)
     )
-    replacing = wait_for(
-        "fallback to replace-one",
-        lambda: (
-            (o := get(cluster, "modelserver", "small", ns))
-            and "replacing pods one at a time" in o["status"]["reason"]
-            and o
-        ),
-        60,
-    )
-    assert condition(replacing, "Stalled")["status"] == "False"
-    strategy = get(cluster, "deployment", "small", ns)["spec"]["strategy"]  # type: ignore[index]
-    assert strategy["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     wait_for("Ready on the new image", lambda: is_ready(cluster, "small", ns), 90)
     pods = items(cluster, "pods", ns, "app.kubernetes.io/instance=small")
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
@@ -542,3 +532,9 @@ def test_gpu_aware_rollout_replaces_one_at_a_time(cluster: Cluster, op: Operator
         ),
         15,
     )
+    events = [e for e in items(cluster, "events", ns) if e["metadata"]["name"] not in before]
+    updates = [e["message"] for e in events if e["reason"] == "Updated"]
+    switched = [m for m in updates if ".spec.strategy.rollingUpdate.maxSurge" in m]
+    assert len(switched) == 2, updates  # to replace-one, and back to surge
+    ours = [e for e in events if e["involvedObject"]["kind"] == "QwenModelServer"]
+    assert [e["reason"] for e in ours if e["type"] == "Warning"] == []  # never stalled
