@@ -105,9 +105,17 @@ def test_optional_children_follow_their_switches() -> None:
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ]
     monitored = build(with_(MINIMAL, monitoring={"serviceMonitor": True}))
-    assert monitored["ServiceMonitor"]["spec"]["endpoints"] == [
-        {"port": "http", "path": "/metrics", "interval": "30s"}
-    ]
+    assert monitored["ServiceMonitor"]["spec"] == {
+        "jobLabel": "app.kubernetes.io/name",
+        "podTargetLabels": ["app.kubernetes.io/instance"],
+        "selector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "qms-runtime",
+                "app.kubernetes.io/instance": "qwen3-omni",
+            }
+        },
+        "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
+    }
 
 
 def test_defaults_are_the_seed_values() -> None:
