@@ -178,6 +178,12 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return {}
 
 
+def patch_spec(cluster: Cluster, name: str, namespace: str, spec: dict[str, Any]) -> None:
+    """Merge-patch a QwenModelServer's spec, as a user would."""
+    body = json.dumps({"spec": spec})
+    cluster.kubectl("patch", "modelserver", name, "-n", namespace, "--type=merge", "-p", body)
+
+
 def apply_yaml(cluster: Cluster, namespace: str, text: str) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=text)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from operator_helpers import (
     is_ready,
     items,
     operator,
+    patch_spec,
     wait_for,
 )
 
@@ -168,17 +168,11 @@ def test_seed_example_converges(cluster: Cluster, op: Operator, ns: str) -> None
 def test_rollout_is_not_ready_until_new_pods_serve(cluster: Cluster, op: Operator, ns: str) -> None:
     before = seed(cluster, ns)
     new_image = "ghcr.io/qms-io/qms-runtime:0.2.0"
-    cluster.kubectl(
-        "patch",
-        "modelserver",
+    patch_spec(
+        cluster,
         "qwen3-omni",
-        "-n",
         ns,
-        "--type=merge",
-        "-p",
-        json.dumps(
-            {"spec": {"runtime": {"image": new_image}, "resources": {"limits": {"cpu": "12"}}}}
-        ),
+        {"runtime": {"image": new_image}, "resources": {"limits": {"cpu": "12"}}},
     )
     saw_reconciling = False
     deadline = time.monotonic() + 90
@@ -318,16 +312,7 @@ def test_toggling_optional_children(cluster: Cluster, op: Operator, ns: str) -> 
     seed(cluster, ns)
 
     def patch(spec: dict[str, Any]) -> None:
-        cluster.kubectl(
-            "patch",
-            "modelserver",
-            "qwen3-omni",
-            "-n",
-            ns,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": spec}),
-        )
+        patch_spec(cluster, "qwen3-omni", ns, spec)
 
     patch(
         {
@@ -516,10 +501,7 @@ def test_gpu_aware_rollout_replaces_one_at_a_time(cluster: Cluster, op: Operator
     # what happens after the change counts.
     before = {e["metadata"]["name"] for e in items(cluster, "events", ns)}
     new_image = "ghcr.io/qms-io/qms-runtime:0.2.0"
-    patch = {"spec": {"runtime": {"image": new_image}}}
-    cluster.kubectl(
-        "patch", "modelserver", "small", "-n", ns, "--type=merge", "-p", json.dumps(patch)
-    )
+    patch_spec(cluster, "small", ns, {"runtime": {"image": new_image}})
     wait_for("Ready on the new image", lambda: is_ready(cluster, "small", ns), 90)
     pods = items(cluster, "pods", ns, "app.kubernetes.io/instance=small")
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
