@@ -20,7 +20,8 @@ _SERVE_FLAGS = (
     "max_batch_size", "max_batched_tokens", "max_queued_requests", "max_model_len",
     "verify_checksums", "api_key_file", "drain_timeout_seconds", "log_format", "log_level",
     "retry_after_seconds", "max_request_bytes", "warmup", "audio_output", "max_image_bytes",
-    "max_audio_seconds", "max_media_items", "allow_remote_media",
+    "max_audio_seconds", "max_media_items", "allow_remote_media", "max_video_bytes",
+    "max_video_seconds", "video_fps", "max_video_frames", "mm_processor_kwargs",
 )  # fmt: skip
 
 
@@ -64,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in _SERVE_FLAGS}
     try:
         settings = load_settings(**overrides)
-    except (ValidationError, OSError) as exc:
+    except (ValidationError, OSError, ValueError) as exc:
         print(f"qms-runtime: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)

@@ -161,7 +161,7 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         from qms_runtime.multimodal import load_processor
 
         try:
-            processor = load_processor(model_dir, tokenizer)
+            processor = load_processor(model_dir)
         except Exception as exc:  # text still works; media requests get 400
             log.warning("no media processor in %s (%s): text only", model_dir, exc)
     text_config = model.config.get_text_config()

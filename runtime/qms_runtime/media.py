@@ -1,9 +1,10 @@
-"""Media in chat messages: decode and check images and audio before the processor sees them.
+"""Media in chat messages: decode and check images, audio and video before the processor
+sees them.
 
 Every problem is a 400 that names it (param = the content part): corrupt base64, a mime
 type or audio format that is not accepted, an image over max_image_bytes, audio over
-max_audio_seconds, more than max_media_items items, remote URLs while they are off,
-undecodable bytes. Video is refused: it needs torchvision's video processor.
+max_audio_seconds, a video over its limits (video.py), more than max_media_items items
+(a video counts as one), remote URLs while they are off, undecodable bytes.
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ from typing import Any
 import numpy as np
 
 from qms_runtime.errors import APIError, bad_request
-from qms_runtime.protocol import AudioPart, ChatMessage, ImagePart, TextPart
+from qms_runtime.protocol import (
+    AudioPart,
+    ChatMessage,
+    ImagePart,
+    TextPart,
+    VideoFramesPart,
+    VideoURLPart,
+)
 from qms_runtime.settings import RuntimeSettings
+from qms_runtime.video import VIDEO_MIME_TYPES, check_frame_count, decode_video, stack_frames
 
 IMAGE_MIME_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"})
 AUDIO_FORMATS = frozenset({"wav", "mp3", "flac"})
@@ -41,6 +50,7 @@ class MediaInputs:
     messages: list[dict[str, Any]] = field(default_factory=list)
     images: list[Any] = field(default_factory=list)  # PIL images
     audio: list[np.ndarray[Any, Any]] = field(default_factory=list)  # mono float32 at 16 kHz
+    videos: list[np.ndarray[Any, Any]] = field(default_factory=list)  # uint8 (frames, h, w, 3)
 
 
 def _b64decode(data: str, param: str) -> bytes:
@@ -59,14 +69,20 @@ def _fetch(url: str, limit: int, param: str) -> bytes:
     return data
 
 
-def _image_bytes(part: ImagePart, settings: RuntimeSettings, param: str) -> bytes:
-    url = part.image_url.url
-    limit = settings.max_image_bytes
+def url_bytes(
+    url: str,
+    kind: str,
+    mime_types: frozenset[str],
+    limit: int,
+    settings: RuntimeSettings,
+    param: str,
+) -> bytes:
+    """The bytes behind a data: URL of an accepted mime type (or an allowed http(s) URL)."""
     if url.startswith(("http://", "https://")):
         if not settings.allow_remote_media:
             raise _media_error(
-                f"{param}: remote image URLs are not allowed on this server "
-                "(QMS_ALLOW_REMOTE_MEDIA=false); send the image as a data: URL",
+                f"{param}: remote {kind} URLs are not allowed on this server "
+                f"(QMS_ALLOW_REMOTE_MEDIA=false); send the {kind} as a data: URL",
                 param,
                 "remote_media_disabled",
             )
@@ -76,27 +92,27 @@ def _image_bytes(part: ImagePart, settings: RuntimeSettings, param: str) -> byte
         mime, _, encoding = header.partition(";")
         if not sep or encoding != "base64":
             raise _media_error(f"{param}: expected a data:<mime>;base64,<data> URL", param)
-        if mime.lower() not in IMAGE_MIME_TYPES:
+        if mime.lower() not in mime_types:
             raise _media_error(
-                f"{param}: mime type '{mime}' is not an accepted image type "
-                f"({', '.join(sorted(IMAGE_MIME_TYPES))})",
+                f"{param}: mime type '{mime}' is not an accepted {kind} type "
+                f"({', '.join(sorted(mime_types))})",
                 param,
                 "unsupported_media_type",
             )
         data = _b64decode(payload, param)
     else:
-        raise _media_error(f"{param}: image_url must be a data: or http(s) URL", param)
+        raise _media_error(f"{param}: a {kind} URL must be a data: or http(s) URL", param)
     if len(data) > limit:
         raise _media_error(
-            f"{param}: image is over the limit of {limit} bytes", param, "media_too_large"
+            f"{param}: {kind} is over the limit of {limit} bytes", param, "media_too_large"
         )
     return data
 
 
-def decode_image(part: ImagePart, settings: RuntimeSettings, param: str) -> Any:
+def decode_image(url: str, settings: RuntimeSettings, param: str) -> Any:
     from PIL import Image, UnidentifiedImageError
 
-    data = _image_bytes(part, settings, param)
+    data = url_bytes(url, "image", IMAGE_MIME_TYPES, settings.max_image_bytes, settings, param)
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
@@ -145,6 +161,18 @@ def decode_audio(part: AudioPart, settings: RuntimeSettings, param: str) -> np.n
     return resample(mono, rate, AUDIO_SAMPLING_RATE)
 
 
+def decode_video_part(
+    part: VideoURLPart | VideoFramesPart, settings: RuntimeSettings, param: str
+) -> np.ndarray[Any, Any]:
+    if isinstance(part, VideoURLPart):
+        limit = settings.max_video_bytes
+        data = url_bytes(part.video_url.url, "video", VIDEO_MIME_TYPES, limit, settings, param)
+        return decode_video(data, settings, param)
+    check_frame_count(len(part.video), settings, param)
+    images = [decode_image(url, settings, f"{param}.video.{i}") for i, url in enumerate(part.video)]
+    return stack_frames(images, param)
+
+
 def resample(samples: np.ndarray[Any, Any], rate: int, target: int) -> np.ndarray[Any, Any]:
     """Linear-interpolation resampling (enough for the feature extractor's mel bins)."""
     if rate == target:
@@ -175,16 +203,14 @@ def parse_media(messages: list[ChatMessage], settings: RuntimeSettings) -> Media
             if isinstance(part, TextPart):
                 parts.append({"type": "text", "text": part.text})
             elif isinstance(part, ImagePart):
-                result.images.append(decode_image(part, settings, param))
+                result.images.append(decode_image(part.image_url.url, settings, param))
                 parts.append({"type": "image"})
             elif isinstance(part, AudioPart):
                 result.audio.append(decode_audio(part, settings, param))
                 parts.append({"type": "audio"})
             else:
-                raise _media_error(
-                    f"{param}: video input is not supported by this server", param,
-                    "unsupported_media_type",
-                )  # fmt: skip
+                result.videos.append(decode_video_part(part, settings, param))
+                parts.append({"type": "video"})
         result.messages.append({"role": message.role, "content": parts})
     return result
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ import torch
 from qms_runtime.engine import GenerationEvent, SamplingParams
 from qms_runtime.media import MediaInputs
 from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,39 +35,22 @@ log = logging.getLogger(__name__)
 _TALKER_MIN_NEW_TOKENS = 2
 
 
-def load_processor(model_dir: Path, tokenizer: Any) -> Any:
-    """The model directory's Qwen3OmniMoeProcessor; without torchvision, one without video."""
+def load_processor(model_dir: Path) -> Any:
+    """The model directory's Qwen3OmniMoeProcessor (image, audio and video processors)."""
     import transformers
 
-    hf: Any = transformers  # untyped constructors
-    try:
-        return hf.AutoProcessor.from_pretrained(str(model_dir))
-    except ImportError as exc:  # Qwen2VLVideoProcessor needs torchvision
-        log.warning("loading the processor without its video processor: %s", str(exc).strip())
+    auto: Any = transformers.AutoProcessor  # untyped
+    return auto.from_pretrained(str(model_dir))
 
-    base: Any = transformers.Qwen3OmniMoeProcessor
 
-    class ProcessorWithoutVideo(base):  # type: ignore[misc]
-        def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
-            if argument is None and argument_name == "video_processor":
-                return None
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-    without_video: Any = ProcessorWithoutVideo
-
-    template_file = model_dir / "chat_template.jinja"
-    template = (
-        template_file.read_text(encoding="utf-8")
-        if template_file.is_file()
-        else tokenizer.chat_template
-    )
-    return without_video(
-        image_processor=hf.AutoImageProcessor.from_pretrained(str(model_dir)),
-        video_processor=None,
-        feature_extractor=hf.AutoFeatureExtractor.from_pretrained(str(model_dir)),
-        tokenizer=tokenizer,
-        chat_template=template,
-    )
+def processor_kwargs(settings: RuntimeSettings) -> dict[str, Any]:
+    """What every processor call gets: the server's mm_processor_kwargs; video frames are
+    sampled by media.py already (do_sample_frames off) at video_fps."""
+    kwargs = copy.deepcopy(settings.mm_processor_kwargs)
+    videos = kwargs.setdefault("videos_kwargs", {})
+    videos.setdefault("fps", settings.video_fps)
+    videos.setdefault("do_sample_frames", False)
+    return kwargs
 
 
 def isolate_rope_state(thinker: Any) -> None:
@@ -135,8 +120,10 @@ class OmniMedia:
         owner: Any | None,
         eos_token_ids: tuple[int, ...],
         metrics: RuntimeMetrics,
+        call_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.processor = processor
+        self._call_kwargs = call_kwargs or {}
         self._thinker = thinker
         self._owner = owner  # the full model with talker + code2wav; None: no speech out
         self._eos = eos_token_ids
@@ -167,7 +154,9 @@ class OmniMedia:
             text=[text],
             images=media.images or None,
             audio=media.audio or None,
+            videos=media.videos or None,
             return_tensors="pt",
+            **self._call_kwargs,
         )
 
     def _generate_kwargs(self, params: SamplingParams, prefix: str = "") -> dict[str, Any]:

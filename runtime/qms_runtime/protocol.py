@@ -46,15 +46,32 @@ class AudioPart(BaseModel):
     input_audio: InputAudio
 
 
-class VideoPart(BaseModel):
-    """Accepted by the schema so that the refusal can name it (media.py)."""
+class VideoURL(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    url: StrictStr  # data:video/<type>;base64,... (http(s) only when remote media is allowed)
+
+
+class VideoURLPart(BaseModel):
+    """A whole video file, as vLLM spells it: frames are sampled by the server."""
 
     model_config = ConfigDict(extra="ignore")
-    type: Literal["video_url", "video"]
+    type: Literal["video_url"]
+    video_url: VideoURL
 
 
-ContentPart = Annotated[TextPart | ImagePart | AudioPart | VideoPart, Field(discriminator="type")]
-MediaPart = ImagePart | AudioPart | VideoPart
+class VideoFramesPart(BaseModel):
+    """A video as its frames (image URLs, in order), as Qwen's own examples spell it."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["video"]
+    video: list[StrictStr] = Field(min_length=1)
+
+
+VideoPart = VideoURLPart | VideoFramesPart
+ContentPart = Annotated[
+    TextPart | ImagePart | AudioPart | VideoURLPart | VideoFramesPart, Field(discriminator="type")
+]
+MediaPart = ImagePart | AudioPart | VideoURLPart | VideoFramesPart
 
 
 class ChatMessage(BaseModel):

@@ -106,8 +106,8 @@ class OpenAIServing:
         media, settings = self.media, self._settings
         if media is None or settings is None:
             raise bad_request(
-                "this model takes text only: image and audio input need a Qwen3-Omni model "
-                "with a processor",
+                "this model takes text only: image, audio and video input need a Qwen3-Omni "
+                "model with a processor",
                 "messages",
                 code="unsupported_media",
             )

@@ -7,6 +7,7 @@ They are parsed once, at start-up, into a frozen `RuntimeSettings`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,8 +88,28 @@ class RuntimeSettings(BaseSettings):
     )
     allow_remote_media: bool = Field(
         default=False,
-        description="Fetch http(s) image URLs (pods usually have no egress); default: only "
-        "data: URLs are accepted.",
+        description="Fetch http(s) image and video URLs (pods usually have no egress); "
+        "default: only data: URLs are accepted.",
+    )
+    max_video_bytes: int = Field(
+        default=20_971_520, ge=1, description="Largest video file (decoded bytes), default 20 MiB."
+    )
+    max_video_seconds: float = Field(
+        default=60.0, gt=0, description="Longest input video in seconds, default 60."
+    )
+    video_fps: float = Field(
+        default=2.0,
+        gt=0,
+        description="Frames per second sampled from a video file; frame lists are taken as "
+        "sampled at this rate.",
+    )
+    max_video_frames: int = Field(
+        default=64, ge=1, description="Most frames of one video given to the model, default 64."
+    )
+    mm_processor_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra arguments (JSON) for every processor call, like vLLM's; e.g. "
+        '{"videos_kwargs": {"size": {"shortest_edge": 256, "longest_edge": 4096}}}.',
     )
 
     @model_validator(mode="after")
@@ -113,4 +134,7 @@ class RuntimeSettings(BaseSettings):
 def load_settings(**overrides: Any) -> RuntimeSettings:
     """Build settings from the environment, with explicit (CLI) values taking precedence."""
     given = {name: value for name, value in overrides.items() if value is not None}
+    kwargs = given.get("mm_processor_kwargs")
+    if isinstance(kwargs, str):  # a flag: JSON text, as the env var is
+        given["mm_processor_kwargs"] = json.loads(kwargs)
     return RuntimeSettings(**given)

@@ -14,7 +14,7 @@ from qms_runtime.engine import Engine, SamplingParams
 from qms_runtime.errors import not_ready
 from qms_runtime.loading import LoadedModel, load_model
 from qms_runtime.metrics import RuntimeMetrics
-from qms_runtime.multimodal import OmniMedia
+from qms_runtime.multimodal import OmniMedia, processor_kwargs
 from qms_runtime.serving import OpenAIServing
 from qms_runtime.settings import RuntimeSettings
 
@@ -87,7 +87,7 @@ class ServerState:
                 settings.model_name,
                 self.metrics,
                 settings.retry_after_seconds,
-                media=_omni_media(loaded, self.metrics),
+                media=_omni_media(loaded, self.metrics, settings),
                 settings=settings,
             )
             if self.phase == "loading":
@@ -104,7 +104,9 @@ class ServerState:
             self.on_fatal(exc)
 
 
-def _omni_media(loaded: LoadedModel, metrics: RuntimeMetrics) -> OmniMedia | None:
+def _omni_media(
+    loaded: LoadedModel, metrics: RuntimeMetrics, settings: RuntimeSettings
+) -> OmniMedia | None:
     if loaded.processor is None:
         return None
     return OmniMedia(
@@ -113,6 +115,7 @@ def _omni_media(loaded: LoadedModel, metrics: RuntimeMetrics) -> OmniMedia | Non
         loaded.speech_model,
         loaded.eos_token_ids,
         metrics,
+        processor_kwargs(settings),
     )
 
 

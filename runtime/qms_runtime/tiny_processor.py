@@ -2,9 +2,10 @@
 processor configs (image processor, Whisper-style feature extractor, video processor).
 
 Sizes are shrunk like the model: images are resized to at most 64x64 pixels (16 vision
-tokens after the 2x2 merge), audio uses 16 mel bins. The video processor needs
-torchvision; where it is not installed its config is still written (same keys as the
-real checkpoint) so a full installation loads it, and `media_processor` goes without it.
+tokens after the 2x2 merge), audio uses 16 mel bins. Qwen3OmniMoeProcessor's own video
+defaults (128..768 x 32x32 pixels per frame) suit the real model's 16-pixel patches, not
+these; a server for the tiny model passes the video config's sizes through
+QMS_MM_PROCESSOR_KWARGS (`TINY_VIDEO_KWARGS`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ IMAGE = {"patch_size": 4, "temporal_patch_size": 2, "merge_size": 2}
 MIN_PIXELS = 16 * 16
 MAX_PIXELS = 64 * 64
 SAMPLING_RATE = 16_000
+TINY_VIDEO_KWARGS = {
+    "videos_kwargs": {"size": {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}}
+}
 
 
 def add_media_tokens(target: Path) -> Any:

@@ -15,54 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import soundfile
-import torch
+from media_support import (
+    MAX_TOKENS,
+    SERVED,
+    audio_part,
+    chat,
+    image_part,
+    png,
+    reference_tokens,
+    tone,
+)
 from PIL import Image
 from runtime_support import RuntimeServer, start_server
 
 pytestmark = pytest.mark.runtime
-
-MAX_TOKENS = 12
-SERVED = "tiny-omni"
-
-
-def png(width: int, height: int, seed: int = 0) -> bytes:
-    pixels = (np.random.RandomState(seed).rand(height, width, 3) * 255).astype("uint8")
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def tone(seconds: float, rate: int = 16_000, audio_format: str = "WAV") -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    buffer = io.BytesIO()
-    soundfile.write(buffer, (0.5 * np.sin(2 * np.pi * 440 * t)).astype("float32"), rate,
-                    format=audio_format)  # fmt: skip
-    return buffer.getvalue()
-
-
-def image_part(data: bytes, mime: str = "image/png") -> dict[str, Any]:
-    url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
-    return {"type": "image_url", "image_url": {"url": url}}
-
-
-def audio_part(data: bytes, audio_format: str = "wav") -> dict[str, Any]:
-    encoded = base64.b64encode(data).decode()
-    return {"type": "input_audio", "input_audio": {"data": encoded, "format": audio_format}}
-
-
-def chat(parts: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {
-        "model": SERVED,
-        "messages": [{"role": "user", "content": parts}],
-        "max_tokens": MAX_TOKENS,
-        "temperature": 0,
-        "return_token_ids": True,
-        **extra,
-    }
-
 
 IMAGE = png(40, 56)
 AUDIO = tone(1.0)
@@ -103,39 +71,12 @@ def speech_server(
 
 
 def _reference(omni_dir: Path) -> dict[str, list[int]]:
-    """Greedy `thinker.generate` on the processor's inputs, for each case."""
-    import transformers
-
-    from qms_runtime.multimodal import load_processor
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(omni_dir))
-    processor = load_processor(omni_dir, tokenizer)
-    owner = transformers.Qwen3OmniMoeForConditionalGeneration.from_pretrained(
-        str(omni_dir), enable_audio_output=False
-    )
-    thinker, eos = owner.thinker, owner.generation_config.eos_token_id
     image = Image.open(io.BytesIO(IMAGE)).convert("RGB")
     audio, _ = soundfile.read(io.BytesIO(AUDIO), dtype="float32")
-    kinds = {"text+image": ["image", "text"], "text+audio": ["audio", "text"],
-             "image+audio": ["image", "audio"]}  # fmt: skip
-    outputs = {}
-    for name, kind in kinds.items():
-        content = [{"type": k, "text": TEXT["text"]} if k == "text" else {"type": k} for k in kind]
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-        )
-        inputs = processor(
-            text=[text],
-            images=[image] if "image" in kind else None,
-            audio=[audio] if "audio" in kind else None,
-            return_tensors="pt",
-        )
-        with torch.no_grad():
-            out = thinker.generate(
-                **inputs, max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=eos
-            )
-        outputs[name] = out[0, inputs["input_ids"].shape[1] :].tolist()
-    return outputs
+    text = TEXT["text"]
+    cases = {"text+image": [image, text], "text+audio": [audio, text],
+             "image+audio": [image, audio]}  # fmt: skip
+    return reference_tokens(omni_dir, cases)
 
 
 def test_media_greedy_equals_direct_generate(plain_server: RuntimeServer, omni_dir: Path) -> None:
@@ -240,8 +181,6 @@ BAD_MEDIA = [
     ("too many items", [image_part(IMAGE)] * 3, "too_many_media_items", "3 media items"),
     ("remote url", [{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}],
      "remote_media_disabled", "QMS_ALLOW_REMOTE_MEDIA"),
-    ("video", [{"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}],
-     "unsupported_media_type", "video"),
 ]  # fmt: skip
 
 

@@ -1,0 +1,165 @@
+"""Qwen3-Omni video input and remote media through real HTTP.
+
+Video comes as a file (`video_url`, frames sampled by the server at QMS_VIDEO_FPS) or as
+a list of frames (`video`). Greedy output equals `thinker.generate` on the processor's
+inputs built here from independently decoded frames. Remote URLs, when allowed, are
+fetched from a loopback HTTP server.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from media_support import (
+    chat,
+    decoded_frames,
+    frames_part,
+    image_part,
+    mp4,
+    png,
+    reference_tokens,
+    video_part,
+)
+from PIL import Image
+from runtime_support import RuntimeServer, start_server
+
+from qms_runtime.tiny_processor import TINY_VIDEO_KWARGS
+
+pytestmark = pytest.mark.runtime
+
+TEXT = {"type": "text", "text": "What happens here?"}
+VIDEO = mp4(frames=8, fps=4)  # 2 s; the server samples 2 fps: frames 0, 2, 4, 6
+FRAMES = [png(24, 24, seed) for seed in range(3)]
+IMAGE = png(40, 56)
+VIDEO_FPS = 2.0
+
+
+@pytest.fixture(scope="module")
+def omni_dir(tiny_model: Any) -> Path:
+    path: Path = tiny_model("qwen3_omni_moe")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(omni_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]:
+    server = start_server(
+        omni_dir, tmp_path_factory.mktemp("omni-video"), served_model_name="tiny-omni",
+        mm_processor_kwargs=json.dumps(TINY_VIDEO_KWARGS), video_fps=VIDEO_FPS,
+        max_video_frames=4, max_video_seconds=3, max_video_bytes=20_000,
+        allow_remote_media="true", max_image_bytes=20_000,
+    )  # fmt: skip
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def files() -> Iterator[str]:
+    """A loopback HTTP server for remote media: /image.png, /video.mp4, /big.png."""
+    content = {"/image.png": IMAGE, "/video.mp4": VIDEO, "/big.png": png(120, 120)}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = content.get(self.path)
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def _frames(images: list[bytes]) -> np.ndarray[Any, Any]:
+    return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in images])
+
+
+def test_video_greedy_equals_direct_generate(server: RuntimeServer, omni_dir: Path) -> None:
+    every = decoded_frames(VIDEO)
+    assert every.shape == (8, 32, 32, 3)
+    image = Image.open(io.BytesIO(IMAGE)).convert("RGB")
+    cases = {
+        "file+text": ([video_part(VIDEO), TEXT], [every[::2], TEXT["text"]]),
+        "frames+text": ([frames_part(FRAMES), TEXT], [_frames(FRAMES), TEXT["text"]]),
+        "image+frames": ([image_part(IMAGE), frames_part(FRAMES[:2])],
+                         [image, _frames(FRAMES[:2])]),
+    }  # fmt: skip
+    videos_kwargs = dict(TINY_VIDEO_KWARGS["videos_kwargs"], fps=VIDEO_FPS, do_sample_frames=False)
+    expected = reference_tokens(
+        omni_dir, {name: items for name, (_, items) in cases.items()}, videos_kwargs=videos_kwargs
+    )
+    url = server.base_url + "/v1/chat/completions"
+    for name, (parts, _) in cases.items():
+        response = httpx.post(url, json=chat(parts), timeout=120)
+        assert response.status_code == 200, (name, response.text)
+        body = response.json()
+        assert body["choices"][0]["token_ids"] == expected[name], name
+    # The sampled file is the same request as its sampled frames sent as a list.
+    sampled = [_png(frame) for frame in every[::2]]
+    same = httpx.post(url, json=chat([frames_part(sampled), TEXT]), timeout=120).json()
+    assert same["choices"][0]["token_ids"] == expected["file+text"]
+
+
+def _png(frame: np.ndarray[Any, Any]) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_remote_media_is_fetched_when_allowed(server: RuntimeServer, files: str) -> None:
+    url = server.base_url + "/v1/chat/completions"
+    for remote, local in (
+        ({"type": "image_url", "image_url": {"url": f"{files}/image.png"}}, image_part(IMAGE)),
+        ({"type": "video_url", "video_url": {"url": f"{files}/video.mp4"}}, video_part(VIDEO)),
+    ):
+        fetched = httpx.post(url, json=chat([remote, TEXT]), timeout=120)
+        inline = httpx.post(url, json=chat([local, TEXT]), timeout=120)
+        assert fetched.status_code == inline.status_code == 200, fetched.text
+        assert fetched.json()["choices"][0]["token_ids"] == inline.json()["choices"][0]["token_ids"]
+
+
+BAD = [
+    ("corrupt video", lambda f: video_part(b"\x00\x00\x00\x18ftypmp42" + b"x" * 200),
+     "invalid_media", "not a decodable video"),
+    ("video wrong mime", lambda f: video_part(VIDEO, "video/x-flv"),
+     "unsupported_media_type", "'video/x-flv'"),
+    ("video too large", lambda f: video_part(b"\x00" * 20_001), "media_too_large", "20000 bytes"),
+    ("video too long", lambda f: video_part(mp4(frames=16, fps=4)), "media_too_long", "3 s"),
+    ("too many frames", lambda f: frames_part(FRAMES + FRAMES[:2]), "media_too_long",
+     "5 frames"),
+    ("frame sizes differ", lambda f: frames_part([FRAMES[0], png(16, 24)]), "invalid_media",
+     "differ in size"),
+    ("frame not an image", lambda f: {"type": "video", "video": ["data:image/png;base64,AAAA"]},
+     "invalid_media", "messages.0.content.0.video.0"),
+    ("remote not found", lambda f: {"type": "image_url", "image_url": {"url": f"{f}/nothing"}},
+     "invalid_media", "could not fetch"),
+    ("remote too large", lambda f: {"type": "image_url", "image_url": {"url": f"{f}/big.png"}},
+     "media_too_large", "20000 bytes"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "part", "code", "words"), BAD, ids=[c[0] for c in BAD])
+def test_bad_video_and_remote_media_are_400(
+    server: RuntimeServer, files: str, name: str, part: Any, code: str, words: str
+) -> None:
+    url = server.base_url + "/v1/chat/completions"
+    response = httpx.post(url, json=chat([part(files), TEXT]), timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    assert words in error["message"], error
+    frame = name == "frame not an image"  # names the frame in the list
+    assert error["param"] == "messages.0.content.0" + (".video.0" if frame else "")
+    assert httpx.post(url, json=chat([TEXT]), timeout=60).status_code == 200
