@@ -8,18 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from polling import wait_for as wait_for  # re-exported: test_operator, test_install, bench
 from prometheus_client.parser import text_string_to_metric_families
 
 from qms_cluster import Cluster
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = {
     "Deployment": "deployment",
@@ -37,20 +36,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def wait_for(
-    what: str, probe: Callable[[], T | None], timeout: float = 60, every: float = 0.2
-) -> T:
-    """Poll until probe returns something truthy; fail naming what was awaited."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class Operator:
