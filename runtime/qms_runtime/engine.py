@@ -11,7 +11,10 @@ own thread and calls our per-request handler on the event loop. What it leaves t
 
 Sampling parameters are per request (`per_request_processors`). The manager's sampling
 mode is global, so greedy requests run as top-k 1 sampling: after the top-1 mask the
-distribution is one-hot and `multinomial` returns exactly the argmax.
+distribution is one-hot and `multinomial` returns exactly the argmax. Seeded requests
+(OpenAI `seed`) are made one-hot the same way, by a last processor that picks their
+token by Gumbel-max with noise of their own (sampling.py), so their tokens do not depend
+on what else is in the batch.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import logging
 import math
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 from qms_runtime.loading import LoadedModel
 from qms_runtime.metrics import RuntimeMetrics
-from qms_runtime.sampling import use_fast_warpers
+from qms_runtime.sampling import choice_seed, use_fast_warpers, use_seeded_sampling
 from qms_runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -53,10 +57,19 @@ class SamplingParams:
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
     ignore_eos: bool = False
+    seed: int | None = None  # OpenAI `seed`: sampled tokens depend on it and the prompt only
+    # The n sequences of one request share these params and are started in choice order
+    # (serving.py); each takes the next index, so seeded choices differ from each other.
+    choice_counter: itertools.count[int] = field(
+        default_factory=itertools.count, compare=False, repr=False
+    )
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    def next_choice(self) -> int:
+        return next(self.choice_counter)
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,7 @@ class Engine:
             continuous_batching_config=cb_config_cls(**cb_kwargs),
         )
         use_fast_warpers(manager)
+        use_seeded_sampling(manager)
         self._observe_batch_sizes(manager)
         manager.start()
         self._manager = manager
@@ -220,6 +234,15 @@ class Engine:
             return False
         return True
 
+    def pause(self) -> AbstractContextManager[None]:
+        """Hold the batching loop between two steps (transformers' `manager.pause()`) so that
+        another thread can run the same model; the batch keeps its cache and its requests."""
+        manager = self._manager
+        if manager is None or not self.alive:
+            raise EngineUnavailable("the batching loop is not running")
+        paused: AbstractContextManager[None] = manager.pause()
+        return paused
+
     # -------------------------------------------------------------- generation
     async def stream(
         self, prompt_ids: list[int], params: SamplingParams, arrival: float
@@ -229,6 +252,7 @@ class Engine:
         if manager is None or not self.alive:
             raise EngineUnavailable("the batching loop is not running")
         request_id = f"seq-{next(self._ids)}"
+        choice = params.next_choice()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._streams[request_id] = queue
         manager.register_result_handler(request_id, queue.put_nowait)  # before add_request
@@ -240,7 +264,7 @@ class Engine:
                 max_new_tokens=params.max_new_tokens,
                 streaming=True,
                 eos_token_id=-1 if params.ignore_eos else list(self.loaded.eos_token_ids),
-                **self._processor_kwargs(params),
+                **self._processor_kwargs(params, choice),
             )
             if added is None:
                 raise EngineUnavailable("the batching loop is stopping")
@@ -250,14 +274,17 @@ class Engine:
         finally:
             self._drop(request_id, cancel=not finished)
 
-    def _processor_kwargs(self, params: SamplingParams) -> dict[str, Any]:
+    def _processor_kwargs(self, params: SamplingParams, choice: int) -> dict[str, Any]:
         if params.greedy:
             return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
-        return {
+        kwargs: dict[str, Any] = {
             "temperature": float(params.temperature),
             "top_k": int(self.loaded.vocab_size),
             "top_p": float(params.top_p),
         }
+        if params.seed is not None:
+            kwargs["seed"] = choice_seed(params.seed, choice)
+        return kwargs
 
     async def _events(
         self, queue: asyncio.Queue[Any], params: SamplingParams, arrival: float

@@ -6,6 +6,13 @@ one at a time on a worker thread, through `thinker.generate` with the processor'
 inputs (and through the full model's `generate(return_audio=True)` for speech out),
 while text-only requests stay on the continuous-batching engine. Both share the
 engine's admission count (429) and the same weights.
+
+The two threads never run the model at the same time: every forward pass of a media
+request (prefill with its encoders, then each decoding step) holds the batching loop
+between two of its steps (`Engine.pause`, transformers' `manager.pause()`). So media and
+text interleave step by step: the batch keeps its requests and cache, neither waits for
+the other to finish, and per-call state the model keeps on itself is not shared
+(`isolate_rope_state`).
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,7 @@ import torch
 from qms_runtime.engine import GenerationEvent, SamplingParams
 from qms_runtime.media import MediaInputs
 from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.sampling import seeded_logits_processors
 from qms_runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -79,6 +89,26 @@ def isolate_rope_state(thinker: Any) -> None:
     inner.__class__ = ThreadLocalRope
 
 
+def interleave_with_batch(thinker: Any, pause: Callable[[], AbstractContextManager[None]]) -> Any:
+    """Make the thinker's forward pause the batching loop when called from a media thread.
+
+    Returns the marker to set (`marker.media = True`) on threads that run media requests;
+    the batching thread's own forward calls pass straight through.
+    """
+    marker = threading.local()
+    forward = thinker.forward
+
+    @functools.wraps(forward)  # generate() checks its kwargs against forward's signature
+    def paused_forward(*args: Any, **kwargs: Any) -> Any:
+        if not getattr(marker, "media", False):
+            return forward(*args, **kwargs)
+        with pause():
+            return forward(*args, **kwargs)
+
+    thinker.forward = paused_forward
+    return marker
+
+
 class _Cancelled:
     """A stopping criterion that ends generation once the client has gone."""
 
@@ -121,6 +151,7 @@ class OmniMedia:
         eos_token_ids: tuple[int, ...],
         metrics: RuntimeMetrics,
         call_kwargs: dict[str, Any] | None = None,
+        pause: Callable[[], AbstractContextManager[None]] | None = None,
     ) -> None:
         self.processor = processor
         self._call_kwargs = call_kwargs or {}
@@ -128,8 +159,14 @@ class OmniMedia:
         self._owner = owner  # the full model with talker + code2wav; None: no speech out
         self._eos = eos_token_ids
         self._metrics = metrics
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qms-media")
         isolate_rope_state(thinker)
+        initializer = None
+        if pause is not None:
+            marker = interleave_with_batch(thinker, pause)
+            initializer = functools.partial(setattr, marker, "media", True)
+        self._worker = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="qms-media", initializer=initializer
+        )
 
     @property
     def speech(self) -> bool:
@@ -159,29 +196,44 @@ class OmniMedia:
             **self._call_kwargs,
         )
 
-    def _generate_kwargs(self, params: SamplingParams, prefix: str = "") -> dict[str, Any]:
+    def _generate_kwargs(
+        self, params: SamplingParams, prefix: str = "", choice: int = 0
+    ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "eos_token_id": list(self._eos),
             "do_sample": not params.greedy,
         }
-        if not params.greedy:
+        if not params.greedy and params.seed is not None:  # the engine's seeded sampling
+            kwargs.update(
+                do_sample=False,
+                logits_processor=seeded_logits_processors(
+                    params.seed, params.temperature, params.top_p, choice
+                ),
+            )
+        elif not params.greedy:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.ignore_eos:
             kwargs["min_new_tokens"] = params.max_new_tokens
         return {prefix + key: value for key, value in kwargs.items()}
 
-    def _run(self, inputs: Any, params: SamplingParams, streamer: Any, stop: _Cancelled) -> None:
+    def _run(
+        self, inputs: Any, params: SamplingParams, choice: int, streamer: Any, stop: _Cancelled
+    ) -> None:
         from transformers import StoppingCriteriaList
 
         device = self._thinker.device
-        with torch.inference_mode():
-            self._thinker.generate(
-                **inputs.to(device),
-                **self._generate_kwargs(params),
-                streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([stop]),
-            )
+        try:
+            with torch.inference_mode():
+                self._thinker.generate(
+                    **inputs.to(device),
+                    **self._generate_kwargs(params, choice=choice),
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([stop]),
+                )
+        except BaseException:
+            streamer.end()  # wake the stream, which then raises what generate raised
+            raise
 
     async def stream(
         self, inputs: Any, params: SamplingParams, arrival: float
@@ -191,7 +243,10 @@ class OmniMedia:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         streamer = _QueueStreamer(loop, queue)
         stop = _Cancelled()
-        future = loop.run_in_executor(self._worker, self._run, inputs, params, streamer, stop)
+        choice = params.next_choice()  # the n choices of a request start in order
+        future = loop.run_in_executor(
+            self._worker, self._run, inputs, params, choice, streamer, stop
+        )
         tokens: list[int] = []
         eos = () if params.ignore_eos else self._eos
         try:

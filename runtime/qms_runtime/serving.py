@@ -14,7 +14,6 @@ from typing import Any
 
 from qms_runtime.engine import Engine, SamplingParams
 from qms_runtime.errors import APIError, bad_request, error_body, to_api_error
-from qms_runtime.gate import ModelGate
 from qms_runtime.media import parse_media, wav_bytes
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.multimodal import OmniMedia
@@ -75,7 +74,6 @@ class OpenAIServing:
     ) -> None:
         self.engine = engine
         self.media = media
-        self._gate = ModelGate()
         self._settings = settings
         self.model_name = model_name
         self._metrics = metrics
@@ -201,6 +199,7 @@ class OpenAIServing:
             temperature=float(body.temperature),
             top_p=float(body.top_p),
             ignore_eos=body.ignore_eos,
+            seed=body.seed,
         )
         meta = ResponseMeta(
             kind, response_id, int(time.time()), self.model_name, body.return_token_ids
@@ -231,10 +230,9 @@ class OpenAIServing:
 
     async def _speak(self, prepared: PreparedRequest, voice: str) -> dict[str, Any]:
         assert self.media is not None
-        async with self._gate.exclusive():
-            tokens, waveform = await self.media.speak(
-                prepared.media_inputs, prepared.params, voice, prepared.arrival
-            )
+        tokens, waveform = await self.media.speak(
+            prepared.media_inputs, prepared.params, voice, prepared.arrival
+        )
         eos = self.engine.loaded.eos_token_ids
         text = self._decode(tokens)
         choice = ChoiceResult(index=0, text=text, token_ids=tokens)
@@ -289,12 +287,10 @@ class OpenAIServing:
         stops = StopChecker(prepared.stops)
         if prepared.media_inputs is not None and self.media is not None:
             events = self.media.stream(prepared.media_inputs, prepared.params, prepared.arrival)
-            turn = self._gate.exclusive()
         else:
             events = self.engine.stream(prompt, prepared.params, prepared.arrival)
-            turn = self._gate.shared()
         # Leaving early (aclosing) cancels the sequence in the batch.
-        async with turn, aclosing(events):
+        async with aclosing(events):
             async for event in events:
                 text = stops.feed(decoder.push(event.new_token_ids))
                 reason = event.finish_reason

@@ -87,7 +87,7 @@ class ServerState:
                 settings.model_name,
                 self.metrics,
                 settings.retry_after_seconds,
-                media=_omni_media(loaded, self.metrics, settings),
+                media=_omni_media(loaded, self.metrics, settings, engine),
                 settings=settings,
             )
             if self.phase == "loading":
@@ -105,7 +105,7 @@ class ServerState:
 
 
 def _omni_media(
-    loaded: LoadedModel, metrics: RuntimeMetrics, settings: RuntimeSettings
+    loaded: LoadedModel, metrics: RuntimeMetrics, settings: RuntimeSettings, engine: Engine
 ) -> OmniMedia | None:
     if loaded.processor is None:
         return None
@@ -116,6 +116,7 @@ def _omni_media(
         loaded.eos_token_ids,
         metrics,
         processor_kwargs(settings),
+        pause=engine.pause,
     )
 
 

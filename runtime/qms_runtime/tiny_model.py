@@ -209,8 +209,14 @@ def _build_model(arch: Arch, size: Size, vocab: int, ids: dict[str, int]) -> Any
     return transformers.Qwen3OmniMoeForConditionalGeneration(_omni_config(size, vocab, ids))
 
 
-def write_tiny_model(target: Path, arch: Arch, size: Size = "tiny", seed: int = 0) -> Path:
-    """Write config, random weights, tokenizer, chat template and SHA256SUMS into `target`."""
+def write_tiny_model(
+    target: Path, arch: Arch, size: Size = "tiny", seed: int = 0, max_positions: int | None = None
+) -> Path:
+    """Write config, random weights, tokenizer, chat template and SHA256SUMS into `target`.
+
+    `max_positions` raises the context (default 512 tiny, 2048 small) without changing any
+    weight: RoPE does not depend on it.
+    """
     import torch
     from transformers import AutoTokenizer
 
@@ -235,6 +241,8 @@ def write_tiny_model(target: Path, arch: Arch, size: Size = "tiny", seed: int = 
     vocab = _round_up(tokenizer_len + (3 if omni else 0), 64)
     torch.manual_seed(seed)
     model = _build_model(arch, size, vocab, ids)
+    if max_positions is not None:
+        model.config.get_text_config().max_position_embeddings = max_positions
     generation = model.generation_config
     generation.eos_token_id = [ids["im_end"], ids["endoftext"]]
     generation.pad_token_id = ids["endoftext"]

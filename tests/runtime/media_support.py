@@ -92,7 +92,10 @@ def chat(parts: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 
 
 def reference_tokens(
-    omni_dir: Path, cases: dict[str, list[Any]], **processor_kwargs: Any
+    omni_dir: Path,
+    cases: dict[str, list[Any]],
+    generate_kwargs: dict[str, Any] | None = None,
+    **processor_kwargs: Any,
 ) -> dict[str, list[int]]:
     """Greedy `thinker.generate` on the processor's inputs, for each case.
 
@@ -135,7 +138,9 @@ def reference_tokens(
         )
         with torch.no_grad():
             out = thinker.generate(
-                **inputs, max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=eos
-            )
+                **inputs,
+                **{"max_new_tokens": MAX_TOKENS, "do_sample": False, "eos_token_id": eos,
+                   **(generate_kwargs or {})},
+            )  # fmt: skip
         outputs[name] = out[0, inputs["input_ids"].shape[1] :].tolist()
     return outputs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import wave
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -93,8 +94,9 @@ def test_media_greedy_equals_direct_generate(plain_server: RuntimeServer, omni_d
 def test_media_and_text_requests_run_together(plain_server: RuntimeServer, omni_dir: Path) -> None:
     """Media and text at once: every answer is exactly what it is alone.
 
-    Media requests hold the model alone (ModelGate), so the batch stepping the same
-    weights on its own thread cannot disturb them.
+    Each forward pass of a media request pauses the batching loop between two steps
+    (Engine.pause), so the batch stepping the same weights on its own thread cannot
+    disturb it. (Without the pause this test fails: media outputs change.)
     """
     expected = _reference(omni_dir)
     url = plain_server.base_url + "/v1/chat/completions"
@@ -115,6 +117,63 @@ def test_media_and_text_requests_run_together(plain_server: RuntimeServer, omni_
             response = future.result()
             assert response.status_code == 200
             assert response.json()["choices"][0]["token_ids"] == alone
+
+
+def test_seeded_media_request_is_reproducible(plain_server: RuntimeServer, omni_dir: Path) -> None:
+    """`seed` on the media path: the engine's Gumbel-max sampling (sampling.py) in plain
+    `generate`, so the answer equals the reference and repeats while text runs."""
+    from qms_runtime.sampling import seeded_logits_processors
+
+    image = Image.open(io.BytesIO(IMAGE)).convert("RGB")
+    seeded = {"logits_processor": seeded_logits_processors(99, 1.0), "min_new_tokens": 12}
+    expected = reference_tokens(omni_dir, {"seeded": [image, TEXT["text"]]}, seeded)["seeded"]
+    greedy = _reference(omni_dir)["text+image"]
+    url = plain_server.base_url + "/v1/chat/completions"
+    body = chat(CASES["text+image"], temperature=1.0, seed=99, ignore_eos=True)
+    text_body = {"model": SERVED, "messages": [{"role": "user", "content": "hi"}],
+                 "max_tokens": 24, "temperature": 1.0}  # fmt: skip
+    with ThreadPoolExecutor(5) as pool:
+        texts = [pool.submit(httpx.post, url, json=text_body, timeout=120) for _ in range(3)]
+        answers = [pool.submit(httpx.post, url, json=body, timeout=120) for _ in range(2)]
+        tokens = [future.result().json()["choices"][0]["token_ids"] for future in answers]
+        assert all(future.result().status_code == 200 for future in texts)
+    assert tokens == [expected, expected]
+    assert len(expected) == MAX_TOKENS
+    assert expected != greedy[: len(expected)]
+    other = httpx.post(url, json=dict(body, seed=100), timeout=120).json()
+    assert other["choices"][0]["token_ids"] != expected
+
+
+def test_text_is_not_held_behind_a_long_media_request(plain_server: RuntimeServer) -> None:
+    """Media and text interleave step by step: a short text request started while a long
+    media answer streams finishes before it (and the media answer is complete)."""
+    url = plain_server.base_url + "/v1/chat/completions"
+    media_body = chat(CASES["text+image"], max_tokens=300, ignore_eos=True, stream=True)
+    text_body = {"model": SERVED, "messages": [{"role": "user", "content": "hello there"}],
+                 "max_tokens": 8, "ignore_eos": True, "temperature": 0}  # fmt: skip
+    finish: list[str] = []
+    started = threading.Event()
+
+    def stream_media() -> None:
+        with httpx.stream("POST", url, json=media_body, timeout=300) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    started.set()
+                    for choice in httpx.Response(200, content=line[6:]).json()["choices"]:
+                        if choice.get("finish_reason"):
+                            finish.append(choice["finish_reason"])
+
+    with ThreadPoolExecutor(1) as pool:
+        media = pool.submit(stream_media)
+        assert started.wait(120)
+        text = httpx.post(url, json=text_body, timeout=300)
+        media_done_before_text = bool(finish)
+        media.result()
+    assert text.status_code == 200
+    assert text.json()["usage"]["completion_tokens"] == 8
+    assert not media_done_before_text
+    assert finish == ["length"]
 
 
 def test_streamed_media_equals_full(plain_server: RuntimeServer) -> None:
