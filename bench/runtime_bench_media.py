@@ -95,7 +95,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--media-concurrency", type=int, default=2)
     parser.add_argument("--media-max-tokens", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the server")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="OMP_NUM_THREADS of the server"
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
