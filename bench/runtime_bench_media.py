@@ -96,6 +96,9 @@ def main() -> int:
     parser.add_argument("--media-concurrency", type=int, default=2)
     parser.add_argument("--media-max-tokens", type=int, default=16)
     parser.add_argument(
+        "--media-step-interval", type=int, default=None, help="QMS_MEDIA_STEP_INTERVAL"
+    )
+    parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="OMP_NUM_THREADS of the server"
     )
     parser.add_argument("--workdir", type=Path, default=None)
@@ -113,6 +116,8 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
     env.update(QMS_LOG_FORMAT="text", QMS_MAX_BATCH_SIZE=str(args.concurrency),
                QMS_MAX_REQUEST_BYTES=str(8 * 2**20))  # fmt: skip
+    if args.media_step_interval is not None:
+        env["QMS_MEDIA_STEP_INTERVAL"] = str(args.media_step_interval)
     command = [sys.executable, "-m", "qms_runtime.cli", "serve", "--model-dir", str(omni),
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     log = workdir / "qms-media.log"

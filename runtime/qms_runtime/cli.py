@@ -22,6 +22,7 @@ _SERVE_FLAGS = (
     "retry_after_seconds", "max_request_bytes", "warmup", "audio_output", "max_image_bytes",
     "max_audio_seconds", "max_media_items", "allow_remote_media", "max_video_bytes",
     "max_video_seconds", "video_fps", "max_video_frames", "mm_processor_kwargs",
+    "media_step_interval",
 )  # fmt: skip
 
 

@@ -23,9 +23,10 @@ import asyncio
 import itertools
 import logging
 import math
+import threading
 import time
-from collections.abc import AsyncGenerator
-from contextlib import AbstractContextManager
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,9 @@ class Engine:
         self._ids = itertools.count()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.steps = 0  # batch steps so far (the batching thread counts them)
+        self._stepped = threading.Condition()
+        self._paused_at = 0  # `steps` when the last pause ended
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -170,6 +174,9 @@ class Engine:
             size = getattr(io, "num_request_in_batch", 0)
             if size:
                 histogram.observe(size)
+            with self._stepped:
+                self.steps += 1
+                self._stepped.notify_all()
 
         manager._generation_step = observed_step
 
@@ -234,14 +241,26 @@ class Engine:
             return False
         return True
 
-    def pause(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def pause(self, after_steps: int = 1) -> Iterator[None]:
         """Hold the batching loop between two steps (transformers' `manager.pause()`) so that
-        another thread can run the same model; the batch keeps its cache and its requests."""
+        another thread can run the same model; the batch keeps its cache and its requests.
+
+        While text sequences run, wait first until the batch has made `after_steps` steps
+        since the last pause ended (a thread that pauses at every step of its own then
+        gets one step per `after_steps` batch steps). Call it from a thread other than the
+        event loop's and the batching loop's.
+        """
         manager = self._manager
         if manager is None or not self.alive:
             raise EngineUnavailable("the batching loop is not running")
-        paused: AbstractContextManager[None] = manager.pause()
-        return paused
+        with self._stepped:
+            due = self._paused_at + after_steps
+            while self.steps < due and self.running() > 0 and self.alive:
+                self._stepped.wait(0.05)  # a step notifies; the timeout covers a batch ending
+        with manager.pause():
+            yield
+        self._paused_at = self.steps
 
     # -------------------------------------------------------------- generation
     async def stream(

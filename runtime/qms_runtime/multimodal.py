@@ -9,10 +9,10 @@ engine's admission count (429) and the same weights.
 
 The two threads never run the model at the same time: every forward pass of a media
 request (prefill with its encoders, then each decoding step) holds the batching loop
-between two of its steps (`Engine.pause`, transformers' `manager.pause()`). So media and
-text interleave step by step: the batch keeps its requests and cache, neither waits for
-the other to finish, and per-call state the model keeps on itself is not shared
-(`isolate_rope_state`).
+between two of its steps (`Engine.pause`, transformers' `manager.pause()`), after
+`media_step_interval` batch steps while text runs. So media and text interleave step by
+step: the batch keeps its requests and cache, neither waits for the other to finish,
+and per-call state the model keeps on itself is not shared (`isolate_rope_state`).
 """
 
 from __future__ import annotations

@@ -83,6 +83,13 @@ class RuntimeSettings(BaseSettings):
     max_audio_seconds: float = Field(
         default=300.0, gt=0, description="Longest input audio in seconds, default 300 (5 min)."
     )
+    media_step_interval: int = Field(
+        default=4,
+        ge=1,
+        description="While text runs, batch steps between two forward passes of a media "
+        "request: higher favours text throughput, 1 gives media the same token rate as each "
+        "text sequence.",
+    )
     max_media_items: int = Field(
         default=8, ge=0, description="Most images + audio clips in one request, default 8."
     )

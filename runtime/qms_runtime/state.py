@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -116,7 +117,7 @@ def _omni_media(
         loaded.eos_token_ids,
         metrics,
         processor_kwargs(settings),
-        pause=engine.pause,
+        pause=functools.partial(engine.pause, settings.media_step_interval),
     )
 
 
