@@ -1,0 +1,53 @@
+"""video.py without a server: frame sampling and the frame-size cap (PyAV-encoded files)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qms_runtime.errors import APIError
+from qms_runtime.settings import RuntimeSettings
+from qms_runtime.video import MAX_FRAME_PIXELS, decode_video
+
+
+def _video(frames: int, fps: int, width: int, height: int) -> bytes:
+    """Frame i is uniformly gray at 25 * i, so a decoded frame tells which one it was."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            gray = np.full((height, width, 3), 25 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(gray, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def _settings(**values: object) -> RuntimeSettings:
+    return RuntimeSettings(model_dir=Path("/nonexistent"), **values)  # type: ignore[arg-type]
+
+
+def test_frames_are_sampled_at_video_fps() -> None:
+    frames = decode_video(_video(8, 4, 32, 32), _settings(video_fps=2.0), "p")
+    assert frames.shape == (4, 32, 32, 3)
+    assert [round(int(f[16, 16, 0]) / 25) for f in frames] == [0, 2, 4, 6]
+
+
+def test_large_frames_are_scaled_down_keeping_the_aspect() -> None:
+    frames = decode_video(_video(2, 2, 2560, 1440), _settings(), "p")
+    assert frames.shape == (2, 1080, 1920, 3)
+    assert frames.shape[1] * frames.shape[2] <= MAX_FRAME_PIXELS
+
+
+def test_too_many_sampled_frames_is_refused() -> None:
+    with pytest.raises(APIError) as refused:
+        decode_video(_video(8, 4, 32, 32), _settings(video_fps=4.0, max_video_frames=5), "p")
+    assert refused.value.status == 400
+    assert "more than 5 frames at 4 fps" in refused.value.message
