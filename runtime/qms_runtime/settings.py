@@ -143,5 +143,8 @@ def load_settings(**overrides: Any) -> RuntimeSettings:
     given = {name: value for name, value in overrides.items() if value is not None}
     kwargs = given.get("mm_processor_kwargs")
     if isinstance(kwargs, str):  # a flag: JSON text, as the env var is
-        given["mm_processor_kwargs"] = json.loads(kwargs)
+        try:
+            given["mm_processor_kwargs"] = json.loads(kwargs)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"mm_processor_kwargs is not JSON: {exc}") from exc
     return RuntimeSettings(**given)

@@ -163,6 +163,19 @@ def test_bad_setting_is_refused(tmp_path: Path) -> None:
         RuntimeSettings(model_dir=tmp_path, quantization="int4")  # type: ignore[arg-type]
 
 
+def test_mm_processor_kwargs_from_flag_and_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    kwargs = '{"videos_kwargs": {"size": {"shortest_edge": 256, "longest_edge": 4096}}}'
+    from_flag = load_settings(model_dir=str(tmp_path), mm_processor_kwargs=kwargs)
+    monkeypatch.setenv("QMS_MM_PROCESSOR_KWARGS", kwargs)
+    from_env = load_settings(model_dir=str(tmp_path))
+    expected = {"videos_kwargs": {"size": {"shortest_edge": 256, "longest_edge": 4096}}}
+    assert from_flag.mm_processor_kwargs == from_env.mm_processor_kwargs == expected
+    with pytest.raises(ValueError, match="mm_processor_kwargs is not JSON"):
+        load_settings(model_dir=str(tmp_path), mm_processor_kwargs="{bad")
+
+
 # --------------------------------------------------------------- GPU kernel check
 @pytest.mark.parametrize(
     ("archs", "capability", "expected"),
