@@ -9,8 +9,9 @@ One command, all peers measured in the same run on the same locally built models
 - tiny Qwen3-Omni-MoE: QMS runtime vs `transformers serve` (which runs multimodal models
   one request at a time) and vs one-at-a-time thinker `generate`. transformers 5.24's
   `serve` ignores `max_tokens` for Qwen3-Omni (the model's `generate` passes its own
-  `thinker_max_new_tokens=1024` to the thinker): the client closes each stream after
-  `--max-tokens` tokens, and serve cancels the rest of that answer. With
+  `thinker_max_new_tokens=1024` to the thinker): for that pair both servers get the same
+  client, which asks for 1024 tokens and closes each stream after `--max-tokens` content
+  chunks (both counted in chunks); the server cancels the rest of that answer. With
   `--omni-full-answers` both are also measured at serve's own 1024-token answers (the
   model's context is raised to 2048 positions for that; no weight changes).
 
@@ -216,7 +217,11 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def run_qms(
-    model_dir: Path, args: argparse.Namespace, workdir: Path, extra: dict[str, Any] | None = None
+    model_dir: Path,
+    args: argparse.Namespace,
+    workdir: Path,
+    extra: dict[str, Any] | None = None,
+    close_after: int | None = None,
 ) -> Result:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
@@ -228,8 +233,12 @@ def run_qms(
     try:
         wait_http(f"http://127.0.0.1:{port}/ready", process, log)
         name = f"qms ({args.max_tokens} tokens, ignore_eos)" if extra else "qms"
+        if close_after is not None:
+            name = f"qms (closed after {close_after})"
         url = f"http://127.0.0.1:{port}"
-        return asyncio.run(load_server(name, url, process.pid, model_dir.name, args, extra or {}))
+        return asyncio.run(
+            load_server(name, url, process.pid, model_dir.name, args, extra or {}, close_after)
+        )
     finally:
         stop_process(process)
 
@@ -352,20 +361,22 @@ def main() -> int:
         omni = workdir / "tiny-qwen3-omni"
         if not (omni / "SHA256SUMS").exists():
             write_tiny_model(omni, "qwen3_omni_moe", "tiny", max_positions=2048)
+        forced = argparse.Namespace(**{**vars(args), "max_tokens": OMNI_SERVE_TOKENS})
         results = [
             run_qms(omni, args, workdir, {"ignore_eos": True}),
-            # `serve --continuous-batching` still runs Qwen3-Omni one request at a time, and
-            # answers 1024 tokens whatever max_tokens says: the client closes the stream
-            # after max_tokens tokens, and serve cancels the rest (sse_gen: streamer.cancel).
-            run_transformers_serve(omni, args, workdir, True, close_after=args.max_tokens),
             run_sequential(omni, args, workdir),
+            # `serve --continuous-batching` still runs Qwen3-Omni one request at a time, and
+            # answers 1024 tokens whatever max_tokens says. Both servers get the same client:
+            # 1024 tokens asked, the stream closed after max_tokens content chunks (both
+            # counted in chunks), the server cancelling the rest (serve: streamer.cancel).
+            run_qms(omni, forced, workdir, {"ignore_eos": True}, close_after=args.max_tokens),
+            run_transformers_serve(omni, forced, workdir, True, close_after=args.max_tokens),
         ]
-        pairs = [(0, 1), (0, 2)]
+        pairs = [(0, 1), (2, 3)]
         if args.omni_full_answers:  # the same comparison at serve's own answer length
-            forced = argparse.Namespace(**{**vars(args), "max_tokens": OMNI_SERVE_TOKENS})
             results.append(run_qms(omni, forced, workdir, {"ignore_eos": True}))
             results.append(run_transformers_serve(omni, forced, workdir, continuous=True))
-            pairs.append((3, 4))
+            pairs.append((4, 5))
         report("tiny Qwen3-Omni-MoE", results, pairs)
     return 0
 

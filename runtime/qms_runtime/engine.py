@@ -143,14 +143,16 @@ class Engine:
             max_requests_per_batch=settings.max_batch_size,
             per_request_processors=True,
             auto_switch_to_flash=on_gpu,
+            # Our logits processors (sampling.py: top-k/top-p fast paths, seeded rows) look
+            # at the batch on the host at every step; a captured CUDA graph would replay
+            # the first batch's decisions. So no graphs, also when flash attention is used.
+            use_cuda_graph=False,
         )
         if not on_gpu:
             # No memory probing on CPU: room for a full batch of full-length sequences.
             page = settings.page_size
             blocks = math.ceil(settings.max_batch_size * loaded.max_model_len / page) + 4
-            cb_kwargs.update(
-                page_size=page, num_blocks=blocks, use_cuda_graph=False, use_async_batching=False
-            )
+            cb_kwargs.update(page_size=page, num_blocks=blocks, use_async_batching=False)
         manager = loaded.model.init_continuous_batching(
             generation_config=generation_config,
             continuous_batching_config=cb_config_cls(**cb_kwargs),
@@ -258,9 +260,16 @@ class Engine:
             due = self._paused_at + after_steps
             while self.steps < due and self.running() > 0 and self.alive:
                 self._stepped.wait(0.05)  # a step notifies; the timeout covers a batch ending
-        with manager.pause():
+        try:
+            paused = manager.pause()
+            paused.__enter__()
+        except RuntimeError as exc:  # the loop stopped meanwhile
+            raise EngineUnavailable(f"the batching loop is not running: {exc}") from exc
+        try:
             yield
-        self._paused_at = self.steps
+        finally:
+            paused.__exit__(None, None, None)
+            self._paused_at = self.steps
 
     # -------------------------------------------------------------- generation
     async def stream(

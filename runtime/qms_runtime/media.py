@@ -30,12 +30,20 @@ from qms_runtime.protocol import (
     VideoURLPart,
 )
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.video import VIDEO_MIME_TYPES, check_frame_count, decode_video, stack_frames
+from qms_runtime.video import (
+    MAX_FRAME_PIXELS,
+    VIDEO_MIME_TYPES,
+    check_frame_count,
+    decode_video,
+    scaled_size,
+    stack_frames,
+)
 
 IMAGE_MIME_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"})
 AUDIO_FORMATS = frozenset({"wav", "mp3", "flac"})
 AUDIO_SAMPLING_RATE = 16_000  # what Qwen3-Omni's Whisper-style feature extractor expects
 SPEECH_SAMPLING_RATE = 24_000  # what Qwen3-Omni's code2wav produces
+MAX_IMAGE_PIXELS = 8192 * 8192  # refused before decoding (the processor resizes far below)
 _REMOTE_TIMEOUT_SECONDS = 10.0
 
 
@@ -114,9 +122,17 @@ def decode_image(url: str, settings: RuntimeSettings, param: str) -> Any:
 
     data = url_bytes(url, "image", IMAGE_MIME_TYPES, settings.max_image_bytes, settings, param)
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:  # before load(): a small PNG can be huge
+            raise _media_error(
+                f"{param}: image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} "
+                "pixels are accepted",
+                param,
+                "media_too_large",
+            )
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise _media_error(f"{param}: the data is not a decodable image ({exc})", param) from exc
     return image.convert("RGB")
 
@@ -169,8 +185,14 @@ def decode_video_part(
         data = url_bytes(part.video_url.url, "video", VIDEO_MIME_TYPES, limit, settings, param)
         return decode_video(data, settings, param)
     check_frame_count(len(part.video), settings, param)
-    images = [decode_image(url, settings, f"{param}.video.{i}") for i, url in enumerate(part.video)]
-    return stack_frames(images, param)
+    frames = []
+    for i, url in enumerate(part.video):
+        image = decode_image(url, settings, f"{param}.video.{i}")
+        width, height = image.size
+        if width * height > MAX_FRAME_PIXELS:  # as decoded video frames are
+            image = image.resize(scaled_size(width, height))
+        frames.append(image)
+    return stack_frames(frames, param)
 
 
 def resample(samples: np.ndarray[Any, Any], rate: int, target: int) -> np.ndarray[Any, Any]:

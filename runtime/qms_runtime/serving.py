@@ -110,7 +110,10 @@ class OpenAIServing:
                 code="unsupported_media",
             )
         voice = self._check_speech(body, media) if body.wants_audio else None
-        inputs = media.prepare(parse_media(body.messages, settings))
+        try:
+            inputs = media.prepare(parse_media(body.messages, settings))
+        except ValueError as exc:  # the processor refuses what it cannot take (an extreme aspect)
+            raise bad_request(f"the processor refused the media: {exc}", "messages") from exc
         prompt = [int(t) for t in inputs["input_ids"][0].tolist()]
         prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
         return dataclasses.replace(prepared, media_inputs=inputs, voice=voice)

@@ -102,7 +102,7 @@ class RuntimeSettings(BaseSettings):
         default=20_971_520, ge=1, description="Largest video file (decoded bytes), default 20 MiB."
     )
     max_video_seconds: float = Field(
-        default=60.0, gt=0, description="Longest input video in seconds, default 60."
+        default=30.0, gt=0, description="Longest input video in seconds, default 30."
     )
     video_fps: float = Field(
         default=2.0,

@@ -2,9 +2,12 @@
 of frames. Frames become one uint8 array (frames, height, width, 3) for the processor.
 
 Limits (400 naming the problem): the file's size (max_video_bytes), its duration
-(max_video_seconds), the number of frames given to the model (max_video_frames); frames
-of one list must share one size. Very large frames are scaled down while decoding so
-that a 4K file cannot take gigabytes of memory before the processor resizes it anyway.
+(max_video_seconds, counted from the first frame), the number of frames given to the
+model (max_video_frames); frame sizes over MAX_DECODE_PIXELS are refused before decoding
+and at most MAX_DECODED_FPS frames per accepted second are decoded, so a small file
+cannot cost unbounded memory or time. Sampled frames are scaled to the first one's size,
+at most MAX_FRAME_PIXELS; frames without timestamps are placed by the stream's rate.
+Frames of one list must share one size.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from qms_runtime.settings import RuntimeSettings
 VIDEO_MIME_TYPES = frozenset(
     {"video/mp4", "video/webm", "video/quicktime", "video/x-matroska", "video/mpeg", "video/avi"}
 )
-MAX_FRAME_PIXELS = 1920 * 1080  # frames above this are scaled down while decoding
+MAX_FRAME_PIXELS = 1920 * 1080  # sampled frames above this are scaled down
+MAX_DECODE_PIXELS = 4096 * 4096  # larger frames are refused before they are decoded
+MAX_DECODED_FPS = 120  # at most this many frames per accepted second are decoded at all
+_EPSILON = 1e-6
 
 
 def _video_error(message: str, param: str, code: str = "invalid_media") -> APIError:
@@ -48,55 +54,109 @@ def check_frame_count(count: int, settings: RuntimeSettings, param: str) -> None
         )
 
 
-def _rgb(frame: Any) -> np.ndarray[Any, Any]:
-    width, height = int(frame.width), int(frame.height)
-    if width * height > MAX_FRAME_PIXELS:
-        scale = math.sqrt(MAX_FRAME_PIXELS / (width * height))
-        width, height = max(2, int(width * scale)), max(2, int(height * scale))
-    array: np.ndarray[Any, Any] = frame.to_ndarray(width=width, height=height, format="rgb24")
-    return array
+def scaled_size(width: int, height: int) -> tuple[int, int]:
+    if width * height <= MAX_FRAME_PIXELS:
+        return width, height
+    scale = math.sqrt(MAX_FRAME_PIXELS / (width * height))
+    return max(2, int(width * scale)), max(2, int(height * scale))
+
+
+def _check_size(width: int, height: int, param: str) -> None:
+    if width * height > MAX_DECODE_PIXELS:
+        raise _video_error(
+            f"{param}: video frames are {width}x{height} pixels; at most "
+            f"{MAX_DECODE_PIXELS} pixels per frame are accepted",
+            param,
+            "media_too_large",
+        )
+
+
+class _Sampler:
+    """Sample-and-hold at `video_fps`: at each due time, the last frame shown by then."""
+
+    def __init__(self, settings: RuntimeSettings, param: str) -> None:
+        self._settings, self._param = settings, param
+        self._step = 1.0 / settings.video_fps
+        self._due = 0.0
+        self._held: Any = None
+        self._held_time = 0.0
+        self._held_rgb: np.ndarray[Any, Any] | None = None
+        self._size: tuple[int, int] | None = None  # every sampled frame gets the first's size
+        self.frames: list[np.ndarray[Any, Any]] = []
+
+    def _take_held(self) -> None:
+        settings = self._settings
+        if len(self.frames) == settings.max_video_frames:
+            raise _video_error(
+                f"{self._param}: video gives more than {len(self.frames)} frames at "
+                f"{settings.video_fps:g} fps; at most {settings.max_video_frames} frames are "
+                "accepted",
+                self._param,
+                "media_too_long",
+            )
+        if self._held_rgb is None:
+            frame = self._held
+            if self._size is None:
+                self._size = scaled_size(int(frame.width), int(frame.height))
+            width, height = self._size
+            self._held_rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
+        self.frames.append(self._held_rgb)
+        self._due += self._step
+
+    def show(self, frame: Any, time: float) -> None:
+        """The next decoded frame, shown from `time` (seconds from the first frame)."""
+        while self._held is not None and self._due < time - _EPSILON:
+            self._take_held()
+        self._held, self._held_time, self._held_rgb = frame, time, None
+
+    def finish(self) -> np.ndarray[Any, Any]:
+        while self._held is not None and self._due <= self._held_time + _EPSILON:
+            self._take_held()
+        if not self.frames:
+            raise _video_error(f"{self._param}: the video has no frames", self._param)
+        return np.stack(self.frames)
 
 
 def decode_video(data: bytes, settings: RuntimeSettings, param: str) -> np.ndarray[Any, Any]:
-    """Frames sampled every 1 / video_fps seconds, starting with the first."""
+    """Frames sampled every 1 / video_fps seconds from the first one (sample and hold)."""
     av: Any = importlib.import_module("av")  # untyped
 
-    step = 1.0 / settings.video_fps
-    frames: list[np.ndarray[Any, Any]] = []
+    sampler = _Sampler(settings, param)
+    most_decoded = int(settings.max_video_seconds * MAX_DECODED_FPS) + 1
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
                 raise _video_error(f"{param}: the file has no video stream", param)
             stream = container.streams.video[0]
+            _check_size(int(stream.codec_context.width), int(stream.codec_context.height), param)
             if container.duration is not None and container.duration / 1e6 > (
                 settings.max_video_seconds
             ):
                 raise _too_long(container.duration / 1e6, settings, param)
-            due = 0.0
-            for frame in container.decode(stream):
-                time = float(frame.time or 0.0)
-                if time > settings.max_video_seconds:
-                    raise _too_long(time, settings, param)
-                if time + 1e-6 < due:
-                    continue
-                if len(frames) == settings.max_video_frames:
+            # For frames without timestamps (raw streams): FFmpeg's best guess of the rate.
+            rate = float(stream.guessed_rate or stream.average_rate or 0) or MAX_DECODED_FPS
+            start: float | None = None
+            for index, frame in enumerate(container.decode(stream)):
+                _check_size(int(frame.width), int(frame.height), param)
+                if index >= most_decoded:
                     raise _video_error(
-                        f"{param}: video gives more than {len(frames)} frames at "
-                        f"{settings.video_fps:g} fps; at most {settings.max_video_frames} "
-                        "frames are accepted",
+                        f"{param}: video has more than {most_decoded} frames; at most "
+                        f"{settings.max_video_seconds:g} s at up to {MAX_DECODED_FPS} fps are "
+                        "accepted",
                         param,
                         "media_too_long",
                     )
-                frames.append(_rgb(frame))
-                while due <= time + 1e-6:
-                    due += step
+                shown = float(frame.time) if frame.time is not None else index / rate
+                start = shown if start is None else start
+                time = max(0.0, shown - start)
+                if time > settings.max_video_seconds:
+                    raise _too_long(time, settings, param)
+                sampler.show(frame, time)
+            return sampler.finish()
     except APIError:
         raise
-    except (av.error.FFmpegError, ValueError, IndexError) as exc:
+    except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
         raise _video_error(f"{param}: the data is not a decodable video ({exc})", param) from exc
-    if not frames:
-        raise _video_error(f"{param}: the video has no frames", param)
-    return np.stack(frames)
 
 
 def stack_frames(images: list[Any], param: str) -> np.ndarray[Any, Any]:
