@@ -26,8 +26,8 @@ import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from qms_runtime.loading import LoadedModel
@@ -59,18 +59,10 @@ class SamplingParams:
     top_p: float = 1.0
     ignore_eos: bool = False
     seed: int | None = None  # OpenAI `seed`: sampled tokens depend on it and the prompt only
-    # The n sequences of one request share these params and are started in choice order
-    # (serving.py); each takes the next index, so seeded choices differ from each other.
-    choice_counter: itertools.count[int] = field(
-        default_factory=itertools.count, compare=False, repr=False
-    )
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
-
-    def next_choice(self) -> int:
-        return next(self.choice_counter)
 
 
 @dataclass(frozen=True)
@@ -260,27 +252,26 @@ class Engine:
             due = self._paused_at + after_steps
             while self.steps < due and self.running() > 0 and self.alive:
                 self._stepped.wait(0.05)  # a step notifies; the timeout covers a batch ending
-        try:
-            paused = manager.pause()
-            paused.__enter__()
-        except RuntimeError as exc:  # the loop stopped meanwhile
-            raise EngineUnavailable(f"the batching loop is not running: {exc}") from exc
-        try:
-            yield
-        finally:
-            paused.__exit__(None, None, None)
-            self._paused_at = self.steps
+        with ExitStack() as paused:
+            try:
+                paused.enter_context(manager.pause())
+            except RuntimeError as exc:  # the loop stopped meanwhile
+                raise EngineUnavailable(f"the batching loop is not running: {exc}") from exc
+            try:
+                yield
+            finally:
+                self._paused_at = self.steps
 
     # -------------------------------------------------------------- generation
     async def stream(
-        self, prompt_ids: list[int], params: SamplingParams, arrival: float
+        self, prompt_ids: list[int], params: SamplingParams, arrival: float, choice: int = 0
     ) -> AsyncGenerator[GenerationEvent, None]:
-        """Generate for one sequence; yields only new tokens; cancels on early exit."""
+        """Generate for one sequence (`choice` of its request: seeded choices differ);
+        yields only new tokens; cancels on early exit."""
         manager = self._manager
         if manager is None or not self.alive:
             raise EngineUnavailable("the batching loop is not running")
         request_id = f"seq-{next(self._ids)}"
-        choice = params.next_choice()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._streams[request_id] = queue
         manager.register_result_handler(request_id, queue.put_nowait)  # before add_request

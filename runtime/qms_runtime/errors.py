@@ -44,6 +44,11 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return APIError(400, message, param=param, code=code)
 
 
+def media_error(message: str, param: str, code: str = "invalid_media") -> APIError:
+    """400 for a content part that cannot be used (media.py, video.py)."""
+    return APIError(400, message, param=param, code=code)
+
+
 def not_ready(message: str, code: str) -> APIError:
     return APIError(503, message, type="service_unavailable", code=code)
 

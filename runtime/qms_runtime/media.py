@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from qms_runtime.errors import APIError, bad_request
+from qms_runtime.errors import media_error
 from qms_runtime.protocol import (
     AudioPart,
     ChatMessage,
@@ -47,10 +47,6 @@ MAX_IMAGE_PIXELS = 8192 * 8192  # refused before decoding (the processor resizes
 _REMOTE_TIMEOUT_SECONDS = 10.0
 
 
-def _media_error(message: str, param: str, code: str = "invalid_media") -> APIError:
-    return bad_request(message, param, code=code)
-
-
 @dataclass
 class MediaInputs:
     """Chat messages in the processor's format plus the decoded media, in prompt order."""
@@ -65,7 +61,7 @@ def _b64decode(data: str, param: str) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise _media_error(f"{param}: corrupt base64 data ({exc})", param) from exc
+        raise media_error(f"{param}: corrupt base64 data ({exc})", param) from exc
 
 
 def _fetch(url: str, limit: int, param: str) -> bytes:
@@ -73,7 +69,7 @@ def _fetch(url: str, limit: int, param: str) -> bytes:
         with urllib.request.urlopen(url, timeout=_REMOTE_TIMEOUT_SECONDS) as response:
             data: bytes = response.read(limit + 1)
     except OSError as exc:
-        raise _media_error(f"{param}: could not fetch {url}: {exc}", param) from exc
+        raise media_error(f"{param}: could not fetch {url}: {exc}", param) from exc
     return data
 
 
@@ -88,7 +84,7 @@ def url_bytes(
     """The bytes behind a data: URL of an accepted mime type (or an allowed http(s) URL)."""
     if url.startswith(("http://", "https://")):
         if not settings.allow_remote_media:
-            raise _media_error(
+            raise media_error(
                 f"{param}: remote {kind} URLs are not allowed on this server "
                 f"(QMS_ALLOW_REMOTE_MEDIA=false); send the {kind} as a data: URL",
                 param,
@@ -99,9 +95,9 @@ def url_bytes(
         header, sep, payload = url[5:].partition(",")
         mime, _, encoding = header.partition(";")
         if not sep or encoding != "base64":
-            raise _media_error(f"{param}: expected a data:<mime>;base64,<data> URL", param)
+            raise media_error(f"{param}: expected a data:<mime>;base64,<data> URL", param)
         if mime.lower() not in mime_types:
-            raise _media_error(
+            raise media_error(
                 f"{param}: mime type '{mime}' is not an accepted {kind} type "
                 f"({', '.join(sorted(mime_types))})",
                 param,
@@ -109,9 +105,9 @@ def url_bytes(
             )
         data = _b64decode(payload, param)
     else:
-        raise _media_error(f"{param}: a {kind} URL must be a data: or http(s) URL", param)
+        raise media_error(f"{param}: a {kind} URL must be a data: or http(s) URL", param)
     if len(data) > limit:
-        raise _media_error(
+        raise media_error(
             f"{param}: {kind} is over the limit of {limit} bytes", param, "media_too_large"
         )
     return data
@@ -125,7 +121,7 @@ def decode_image(url: str, settings: RuntimeSettings, param: str) -> Any:
         image = Image.open(io.BytesIO(data))  # reads the header only
         width, height = image.size
         if width * height > MAX_IMAGE_PIXELS:  # before load(): a small PNG can be huge
-            raise _media_error(
+            raise media_error(
                 f"{param}: image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} "
                 "pixels are accepted",
                 param,
@@ -133,7 +129,7 @@ def decode_image(url: str, settings: RuntimeSettings, param: str) -> Any:
             )
         image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
-        raise _media_error(f"{param}: the data is not a decodable image ({exc})", param) from exc
+        raise media_error(f"{param}: the data is not a decodable image ({exc})", param) from exc
     return image.convert("RGB")
 
 
@@ -142,7 +138,7 @@ def decode_audio(part: AudioPart, settings: RuntimeSettings, param: str) -> np.n
 
     audio_format = part.input_audio.format.lower()
     if audio_format not in AUDIO_FORMATS:
-        raise _media_error(
+        raise media_error(
             f"{param}: audio format '{part.input_audio.format}' is not accepted "
             f"({', '.join(sorted(AUDIO_FORMATS))})",
             param,
@@ -154,7 +150,7 @@ def decode_audio(part: AudioPart, settings: RuntimeSettings, param: str) -> np.n
             rate = int(sound.samplerate)
             seconds = sound.frames / rate if sound.frames > 0 else 0.0
             if seconds > settings.max_audio_seconds:
-                raise _media_error(
+                raise media_error(
                     f"{param}: audio is {seconds:.1f} s long; at most "
                     f"{settings.max_audio_seconds:g} s are accepted",
                     param,
@@ -162,14 +158,14 @@ def decode_audio(part: AudioPart, settings: RuntimeSettings, param: str) -> np.n
                 )
             samples = sound.read(dtype="float32", always_2d=True)
     except (RuntimeError, TypeError, ValueError, soundfile.LibsndfileError) as exc:
-        raise _media_error(
+        raise media_error(
             f"{param}: the data is not decodable {audio_format} audio ({exc})", param
         ) from exc
     mono: np.ndarray[Any, Any] = samples.mean(axis=1)
     if mono.size == 0:
-        raise _media_error(f"{param}: the audio is empty", param)
+        raise media_error(f"{param}: the audio is empty", param)
     if mono.size / rate > settings.max_audio_seconds:  # frames were unknown up front
-        raise _media_error(
+        raise media_error(
             f"{param}: audio is longer than {settings.max_audio_seconds:g} s",
             param,
             "media_too_long",
@@ -209,7 +205,7 @@ def parse_media(messages: list[ChatMessage], settings: RuntimeSettings) -> Media
     """Decode every media part and build the processor's messages (raises APIError 400)."""
     count = sum(len(message.media()) for message in messages)
     if count > settings.max_media_items:
-        raise _media_error(
+        raise media_error(
             f"the request has {count} media items; at most {settings.max_media_items} are accepted",
             "messages",
             "too_many_media_items",

@@ -55,7 +55,7 @@ def load_processor(model_dir: Path) -> Any:
 
 def processor_kwargs(settings: RuntimeSettings) -> dict[str, Any]:
     """What every processor call gets: the server's mm_processor_kwargs; video frames are
-    sampled by media.py already (do_sample_frames off) at video_fps."""
+    sampled by video.py already (do_sample_frames off) at video_fps."""
     kwargs = copy.deepcopy(settings.mm_processor_kwargs)
     videos = kwargs.setdefault("videos_kwargs", {})
     videos.setdefault("fps", settings.video_fps)
@@ -236,14 +236,14 @@ class OmniMedia:
             raise
 
     async def stream(
-        self, inputs: Any, params: SamplingParams, arrival: float
+        self, inputs: Any, params: SamplingParams, arrival: float, choice: int = 0
     ) -> AsyncGenerator[GenerationEvent, None]:
-        """Generate with media; yields new tokens as they come; stops if closed early."""
+        """Generate with media (`choice` of its request, as in Engine.stream); yields new
+        tokens as they come; stops if closed early."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         streamer = _QueueStreamer(loop, queue)
         stop = _Cancelled()
-        choice = params.next_choice()  # the n choices of a request start in order
         future = loop.run_in_executor(
             self._worker, self._run, inputs, params, choice, streamer, stop
         )

@@ -289,9 +289,11 @@ class OpenAIServing:
         decoder = IncrementalDecoder(self._decode)
         stops = StopChecker(prepared.stops)
         if prepared.media_inputs is not None and self.media is not None:
-            events = self.media.stream(prepared.media_inputs, prepared.params, prepared.arrival)
+            events = self.media.stream(
+                prepared.media_inputs, prepared.params, prepared.arrival, index
+            )
         else:
-            events = self.engine.stream(prompt, prepared.params, prepared.arrival)
+            events = self.engine.stream(prompt, prepared.params, prepared.arrival, index)
         # Leaving early (aclosing) cancels the sequence in the batch.
         async with aclosing(events):
             async for event in events:

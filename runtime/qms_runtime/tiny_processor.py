@@ -62,16 +62,23 @@ def add_media_tokens(target: Path) -> Any:
     return tokenizer
 
 
-def _image_processor_config() -> dict[str, Any]:
+def _vision_config() -> dict[str, Any]:
+    """What the image and the video processor share: patching, pixel budget, normalisation."""
     return {
-        "image_processor_type": "Qwen2VLImageProcessor",
         "processor_class": "Qwen3OmniMoeProcessor",
         **IMAGE,
         "min_pixels": MIN_PIXELS,
         "max_pixels": MAX_PIXELS,
-        "size": {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
+        "size": dict(TINY_VIDEO_KWARGS["videos_kwargs"]["size"]),
         "image_mean": [0.5, 0.5, 0.5],
         "image_std": [0.5, 0.5, 0.5],
+    }
+
+
+def _image_processor_config() -> dict[str, Any]:
+    return {
+        "image_processor_type": "Qwen2VLImageProcessor",
+        **_vision_config(),
         "do_resize": True,
         "do_rescale": True,
         "do_normalize": True,
@@ -95,13 +102,7 @@ def _feature_extractor_config(num_mel_bins: int) -> dict[str, Any]:
 def _video_processor_config() -> dict[str, Any]:
     return {
         "video_processor_type": "Qwen2VLVideoProcessor",
-        "processor_class": "Qwen3OmniMoeProcessor",
-        **IMAGE,
-        "min_pixels": MIN_PIXELS,
-        "max_pixels": MAX_PIXELS,
-        "size": {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
+        **_vision_config(),
         "do_sample_frames": False,
     }
 

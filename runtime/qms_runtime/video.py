@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from qms_runtime.errors import APIError, bad_request
+from qms_runtime.errors import APIError, media_error
 from qms_runtime.settings import RuntimeSettings
 
 VIDEO_MIME_TYPES = frozenset(
@@ -31,12 +31,8 @@ MAX_DECODED_FPS = 120  # at most this many frames per accepted second are decode
 _EPSILON = 1e-6
 
 
-def _video_error(message: str, param: str, code: str = "invalid_media") -> APIError:
-    return bad_request(message, param, code=code)
-
-
 def _too_long(seconds: float, settings: RuntimeSettings, param: str) -> APIError:
-    return _video_error(
+    return media_error(
         f"{param}: video is {seconds:.1f} s long; at most {settings.max_video_seconds:g} s "
         "are accepted",
         param,
@@ -46,7 +42,7 @@ def _too_long(seconds: float, settings: RuntimeSettings, param: str) -> APIError
 
 def check_frame_count(count: int, settings: RuntimeSettings, param: str) -> None:
     if count > settings.max_video_frames:
-        raise _video_error(
+        raise media_error(
             f"{param}: video has {count} frames at {settings.video_fps:g} fps; at most "
             f"{settings.max_video_frames} frames are accepted",
             param,
@@ -63,7 +59,7 @@ def scaled_size(width: int, height: int) -> tuple[int, int]:
 
 def _check_size(width: int, height: int, param: str) -> None:
     if width * height > MAX_DECODE_PIXELS:
-        raise _video_error(
+        raise media_error(
             f"{param}: video frames are {width}x{height} pixels; at most "
             f"{MAX_DECODE_PIXELS} pixels per frame are accepted",
             param,
@@ -87,7 +83,7 @@ class _Sampler:
     def _take_held(self) -> None:
         settings = self._settings
         if len(self.frames) == settings.max_video_frames:
-            raise _video_error(
+            raise media_error(
                 f"{self._param}: video gives more than {len(self.frames)} frames at "
                 f"{settings.video_fps:g} fps; at most {settings.max_video_frames} frames are "
                 "accepted",
@@ -113,7 +109,7 @@ class _Sampler:
         while self._held is not None and self._due <= self._held_time + _EPSILON:
             self._take_held()
         if not self.frames:
-            raise _video_error(f"{self._param}: the video has no frames", self._param)
+            raise media_error(f"{self._param}: the video has no frames", self._param)
         return np.stack(self.frames)
 
 
@@ -126,7 +122,7 @@ def decode_video(data: bytes, settings: RuntimeSettings, param: str) -> np.ndarr
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
-                raise _video_error(f"{param}: the file has no video stream", param)
+                raise media_error(f"{param}: the file has no video stream", param)
             stream = container.streams.video[0]
             _check_size(int(stream.codec_context.width), int(stream.codec_context.height), param)
             if container.duration is not None and container.duration / 1e6 > (
@@ -139,7 +135,7 @@ def decode_video(data: bytes, settings: RuntimeSettings, param: str) -> np.ndarr
             for index, frame in enumerate(container.decode(stream)):
                 _check_size(int(frame.width), int(frame.height), param)
                 if index >= most_decoded:
-                    raise _video_error(
+                    raise media_error(
                         f"{param}: video has more than {most_decoded} frames; at most "
                         f"{settings.max_video_seconds:g} s at up to {MAX_DECODED_FPS} fps are "
                         "accepted",
@@ -156,7 +152,7 @@ def decode_video(data: bytes, settings: RuntimeSettings, param: str) -> np.ndarr
     except APIError:
         raise
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
-        raise _video_error(f"{param}: the data is not a decodable video ({exc})", param) from exc
+        raise media_error(f"{param}: the data is not a decodable video ({exc})", param) from exc
 
 
 def stack_frames(images: list[Any], param: str) -> np.ndarray[Any, Any]:
@@ -165,5 +161,5 @@ def stack_frames(images: list[Any], param: str) -> np.ndarray[Any, Any]:
     sizes = {array.shape for array in arrays}
     if len(sizes) > 1:
         listed = ", ".join(f"{w}x{h}" for h, w, _ in sorted(sizes))
-        raise _video_error(f"{param}: the frames of one video differ in size ({listed})", param)
+        raise media_error(f"{param}: the frames of one video differ in size ({listed})", param)
     return np.stack(arrays)
