@@ -25,6 +25,8 @@ from pathlib import Path
 K8S_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
+COSIGN_VERSION = "v3.1.3"
+CRANE_VERSION = "v0.21.7"  # go-containerregistry, the version cosign's go.mod requires
 
 CACHE_ROOT = Path.home() / ".cache" / "qms"
 GO_DIR = Path(__file__).resolve().parent.parent  # tests/cluster
@@ -122,7 +124,30 @@ KWOK = BinarySet(
     version_cmd=("--version",),
     version_text=KWOK_VERSION.lstrip("v"),
 )
-ALL = (K8S, ETCD, KWOK)
+# Image signing (qms_cluster.signing): cosign, and crane for a registry on loopback
+# (`crane registry serve`) and pushing OCI archives. One wrapper module for both.
+COSIGN = BinarySet(
+    name="cosign",
+    version=COSIGN_VERSION,
+    module="cosign",
+    packages=("github.com/sigstore/cosign/v3/cmd/cosign",),
+    binaries=("cosign",),
+    ldflags=f"-s -w -X sigs.k8s.io/release-utils/version.gitVersion={COSIGN_VERSION}",
+    version_cmd=("version",),
+    version_text=COSIGN_VERSION,
+)
+CRANE = BinarySet(
+    name="crane",
+    version=CRANE_VERSION,
+    module="cosign",
+    packages=("github.com/google/go-containerregistry/cmd/crane",),
+    binaries=("crane",),
+    ldflags="-s -w -X github.com/google/go-containerregistry/cmd/crane/cmd.Version="
+    + CRANE_VERSION,
+    version_cmd=("version",),
+    version_text=CRANE_VERSION,
+)
+ALL = (K8S, ETCD, KWOK, COSIGN, CRANE)
 
 
 def binary(name: str) -> Path:
