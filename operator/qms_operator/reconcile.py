@@ -1,77 +1,112 @@
 """One reconcile for every trigger: parse -> build -> apply what differs -> status.
 
 A work queue coalesces triggers per server (a burst of child events gives one
-reconcile), bounds concurrency and retries failed reconciles with backoff.
+reconcile), bounds concurrency and retries failed reconciles with backoff; a
+watch event or the resync cuts a backoff short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
 
-from .apply import Api, ApiError
+from .apply import Api, ApiError, NotServed
 from .builders import desired_children, unwanted_kinds
 from .diff import differences
 from .metrics import QUEUE_DEPTH, RECONCILE_SECONDS, RECONCILES, SERVERS
 from .spec import QwenModelServerSpec, parse_spec
-from .status import Observed, compute_status, replace_one_at_a_time
+from .status import MONITORING, Observed, compute_status, failed_status, replace_one_at_a_time
 from .store import Key, Store
 
 log = logging.getLogger("qms_operator")
 # The API server's refusal to create objects in a namespace being deleted.
 TERMINATING = "because it is being terminated"
 TERMINATING_BACKOFF = 30.0
+# Children of add-ons a cluster may lack (the Prometheus Operator's CRDs): when their
+# kind is not served, the server is Ready without them (docs/operator.md, Status).
+OPTIONAL_KINDS = frozenset({"ServiceMonitor"})
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _invalid_status(generation: int, previous: dict[str, Any], error: str) -> dict[str, Any]:
-    cond = {
-        "type": "Stalled",
-        "status": "True",
-        "reason": "InvalidSpec",
-        "message": error,
-        "lastTransitionTime": _now(),
-        "observedGeneration": generation,
-    }
-    return {
-        **previous,
-        "observedGeneration": generation,
-        "phase": "Failed",
-        "reason": error,
-        "conditions": [
-            {**cond, "type": "Ready", "status": "False"},
-            {**cond, "type": "Reconciling", "status": "False"},
-            cond,
-        ],
-    }
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one child this round."""
+
+    kind: str
+    verb: str = ""  # Created or Updated; empty when not applied
+    detail: str = ""  # what was applied, or the error
+    unavailable: bool = False  # an optional kind the cluster does not serve
+
+
+@dataclass
+class ChildFailure:
+    """A child whose apply was refused: retried with backoff, not on every reconcile."""
+
+    body: dict[str, Any]  # the desired child that was refused
+    error: str
+    failures: int
+    retry_at: float  # monotonic
 
 
 class Reconciler:
     """Brings the children of one server in line with its spec and writes its status."""
 
-    def __init__(self, api: Api, store: Store) -> None:
+    def __init__(
+        self,
+        api: Api,
+        store: Store,
+        retry_base: float = 1.0,
+        retry_max: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api = api
         self.store = store
+        self._retry = (retry_base, retry_max)
+        self._clock = clock
         self._events: set[asyncio.Task[None]] = set()
         # Namespaces being deleted refuse creates: leave their servers alone a while.
         self._terminating: dict[str, float] = {}
+        # Refused children, per server and kind: only their retry backs off.
+        self._refused: dict[Key, dict[str, ChildFailure]] = {}
+        # Errors already announced by an Event, per server (one Event per new error).
+        self._announced: dict[Key, set[str]] = {}
+        # The unexpected error last reported per server, with the generation.
+        self._crashed: dict[Key, tuple[int, str]] = {}
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
     async def reconcile(self, key: Key) -> bool:
-        """Returns False when it should be retried (an API call failed)."""
+        """Returns False when it should be retried (an API call failed).
+
+        An unexpected exception is logged, and becomes a Warning Event and a Stalled
+        reason on the server: once per error and generation, not once per retry.
+        """
+        try:
+            ok = await self._reconcile(key)
+        except Exception as exc:
+            log.exception("reconcile of %s/%s failed", *key)
+            await self._report_crash(key, exc)
+            return False
+        self._crashed.pop(key, None)
+        return ok
+
+    async def _reconcile(self, key: Key) -> bool:
         server = self.store.servers.get(key)
         if server is None or server["metadata"].get("deletionTimestamp"):
+            self._forget(key)
             return True
         namespace, name = key
         if self._terminating.get(namespace, 0.0) > time.monotonic():
@@ -83,15 +118,16 @@ class Reconciler:
             spec = parse_spec(server.get("spec") or {})
         except pydantic.ValidationError as exc:
             error = f"invalid spec: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-            invalid = _invalid_status(generation, current, error)
-            if current.get("reason") != error or current.get("observedGeneration") != generation:
+            invalid = failed_status(current, generation, "InvalidSpec", error, _now())
+            if invalid != current:
                 await self._call(self.api.patch_status, namespace, name, invalid)
+            if current.get("reason") != error or current.get("observedGeneration") != generation:
                 self._event(server, "Warning", "InvalidSpec", error)
             return True
         replace_one = replace_one_at_a_time(
             spec, self.store.children(key).get("Deployment"), self.store.pods(key)
         )
-        changed, errors = await self._apply_children(server, spec, replace_one)
+        changed, errors, unavailable = await self._apply_children(server, spec, replace_one)
         if any(TERMINATING in error for error in errors):
             self._terminating[namespace] = time.monotonic() + TERMINATING_BACKOFF
             return True
@@ -102,28 +138,55 @@ class Reconciler:
             changed=changed,
             errors=errors,
             previous=current.get("conditions", []),
+            unavailable=unavailable,
         )
         desired = desired_children(name, namespace, meta["uid"], spec, replace_one)
         status = compute_status(name, namespace, spec, desired, seen, _now())
         body = status.model_dump(by_alias=True, mode="json")
-        await self._announce_stall(server, status.conditions, current.get("conditions", []))
+        self._announce(server, status.conditions, current.get("conditions", []))
         if body != current:
             try:
                 await self._call(self.api.patch_status, namespace, name, body)
             except ApiError as exc:
                 errors.append(str(exc))
-        return not errors
+        # An optional kind not served is retried (with backoff) to see its CRD arrive.
+        return not errors and not unavailable
 
-    async def _announce_stall(
-        self, server: dict[str, Any], conditions: list[Any], previous: list[dict[str, Any]]
-    ) -> None:
-        """A Warning Event when the server becomes Stalled, or stalls for a new reason."""
-        stalled = next(c for c in conditions if c.type == "Stalled")
-        before = next((c for c in previous if c.get("type") == "Stalled"), {})
-        if stalled.status == "True" and (
-            before.get("status") != "True" or before.get("reason") != stalled.reason
-        ):
-            self._event(server, "Warning", stalled.reason, stalled.message)
+    def _forget(self, key: Key) -> None:
+        for table in (self._refused, self._announced, self._crashed):
+            table.pop(key, None)
+
+    async def _report_crash(self, key: Key, exc: Exception) -> None:
+        server = self.store.servers.get(key)
+        if server is None:
+            return
+        generation = server["metadata"].get("generation", 0)
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        if self._crashed.get(key) == (generation, error):
+            return  # reported already: not one Event per retry
+        self._crashed[key] = (generation, error)
+        message = f"reconcile failed unexpectedly ({error}); retrying, see the operator log"
+        self._event(server, "Warning", "ReconcileError", message)
+        current = server.get("status") or {}
+        body = failed_status(current, generation, "ReconcileError", message, _now())
+        if body != current:
+            try:
+                await self._call(self.api.patch_status, *key, body)
+            except Exception:
+                log.exception("status of %s/%s not written", *key)
+
+    def _announce(self, server: dict[str, Any], conditions: list[Any], previous: list[Any]) -> None:
+        """A Warning Event when the server becomes Stalled, or stalls for a new reason;
+        another when monitoring cannot be set up (the ServiceMonitor kind not served)."""
+        for kind, bad in (("Stalled", "True"), (MONITORING, "False")):
+            now = next((c for c in conditions if c.type == kind), None)
+            if now is not None and now.reason == "ApplyFailed":
+                continue  # each apply error has its own Warning (_apply_children)
+            before: dict[str, Any] = next((c for c in previous if c.get("type") == kind), {})
+            if now is None or now.status != bad or now.reason == "Progressing":
+                continue
+            if before.get("status") != bad or before.get("reason") != now.reason:
+                self._event(server, "Warning", now.reason, now.message)
 
     def _event(self, server: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post an Event in the background: it must not slow the reconcile down."""
@@ -134,18 +197,32 @@ class Reconciler:
         task.add_done_callback(self._events.discard)
 
     async def _apply_one(
-        self, server: dict[str, Any], child: dict[str, Any], existing: dict[str, Any] | None
-    ) -> tuple[str, str]:
-        """Apply one child: (verb, detail) on success, ("", error) on failure."""
+        self, key: Key, child: dict[str, Any], existing: dict[str, Any] | None
+    ) -> Outcome:
+        kind = child["kind"]
+        refused = self._refused.get(key, {}).get(kind)
+        if refused is not None and refused.body == child and self._clock() < refused.retry_at:
+            return Outcome(kind, detail=refused.error)  # its retry backs off
         drift = differences(child, existing) if existing is not None else []
         try:
             applied = await self._call(self.api.apply, child)
+        except NotServed as exc:
+            if kind in OPTIONAL_KINDS:
+                return Outcome(kind, detail=str(exc), unavailable=True)
+            return Outcome(kind, detail=str(exc))
         except ApiError as exc:
-            return "", str(exc)
+            failures = refused.failures + 1 if refused is not None else 1
+            base, most = self._retry
+            retry_at = self._clock() + min(most, base * 2 ** (failures - 1))
+            self._refused.setdefault(key, {})[kind] = ChildFailure(
+                child, str(exc), failures, retry_at
+            )
+            return Outcome(kind, detail=str(exc))
+        self._refused.get(key, {}).pop(kind, None)
         self.store.put_child(applied)
         if existing is None:
-            return "Created", child["kind"]
-        return "Updated", f"{child['kind']} ({', '.join(drift[:3])} differed)"
+            return Outcome(kind, "Created", kind)
+        return Outcome(kind, "Updated", f"{kind} ({', '.join(drift[:3])} differed)")
 
     async def _delete_one(self, api_version: str, kind: str, existing: dict[str, Any]) -> str:
         meta = existing["metadata"]
@@ -160,13 +237,16 @@ class Reconciler:
 
     async def _apply_children(
         self, server: dict[str, Any], spec: QwenModelServerSpec, replace_one: bool
-    ) -> tuple[list[str], list[str]]:
+    ) -> tuple[list[str], list[str], list[str]]:
         """Apply the children that differ and delete the unwanted ones, all at once.
 
-        Returns the kinds changed and the errors. One Event per verb names them all.
+        A child that fails does not hold the others back. Returns the kinds changed,
+        the errors and the optional kinds not served. One Event per verb names them
+        all; one Warning per error not announced before.
         """
         meta = server["metadata"]
-        live = self.store.children((meta["namespace"], meta["name"]))
+        key = (meta["namespace"], meta["name"])
+        live = self.store.children(key)
         wanted = [
             child
             for child in desired_children(
@@ -174,30 +254,49 @@ class Reconciler:
             )
             if child["kind"] not in live or differences(child, live[child["kind"]])
         ]
+        kinds = {c["kind"] for c in wanted}
+        for kind in [k for k in self._refused.get(key, {}) if k not in kinds]:
+            del self._refused[key][kind]  # no longer wanted, or no longer differs
         unwanted = [(api, kind) for api, kind in unwanted_kinds(spec) if kind in live]
         applied = await asyncio.gather(
-            *(self._apply_one(server, c, live.get(c["kind"])) for c in wanted)
+            *(self._apply_one(key, c, live.get(c["kind"])) for c in wanted)
         )
         deleted = await asyncio.gather(
             *(self._delete_one(api, kind, live[kind]) for api, kind in unwanted)
         )
-        errors = [detail for verb, detail in applied if not verb] + [e for e in deleted if e]
+        failed = [o for o in applied if not o.verb and not o.unavailable]
+        errors = [o.detail for o in failed] + [e for e in deleted if e]
         for verb in ("Created", "Updated"):
-            done = [detail for v, detail in applied if v == verb]
+            done = [o.detail for o in applied if o.verb == verb]
             if done:
                 self._event(server, "Normal", verb, f"{verb} {', '.join(done)} {meta['name']}")
         gone = [kind for (_, kind), error in zip(unwanted, deleted, strict=True) if not error]
         if gone:
             self._event(server, "Normal", "Deleted", f"Deleted {', '.join(gone)} {meta['name']}")
+        announced = self._announced.get(key, set())
         for error in errors:
-            if TERMINATING not in error:
+            if TERMINATING not in error and error not in announced:
                 self._event(server, "Warning", "ApplyFailed", error)
-        changed = [c["kind"] for c, (verb, _) in zip(wanted, applied, strict=True) if verb]
-        return changed + gone, errors
+        self._announced[key] = set(errors)
+        changed = [o.kind for o in applied if o.verb]
+        return changed + gone, errors, [o.kind for o in applied if o.unavailable]
 
 
 class WorkQueue:
-    """Coalescing, bounded, retrying queue of server keys."""
+    """Coalescing, bounded, retrying queue of server keys.
+
+    A key is in the queue at most once, due at the earliest time anything asked
+    for: a watch event (the server or one of its children changed) and the resync
+    ask for "now, after the coalescing delay"; a failed reconcile asks for "after
+    the backoff" (``retry_base`` doubling up to ``retry_max``; the count resets on
+    success). So an event cuts a backoff short, and retries nothing prompted back
+    off, as with client-go's rate-limited work queue.
+
+    Due keys wait for one of ``concurrency`` slots, earliest deadline first: an
+    event's deadline is when it fell due, a resync's or a retry's ``grace``
+    seconds later. An event thus overtakes a resync burst of every server, and a
+    resynced key runs once it has waited ``grace``: neither starves the other.
+    """
 
     def __init__(
         self,
@@ -206,47 +305,99 @@ class WorkQueue:
         delay: float = 0.25,
         retry_base: float = 1.0,
         retry_max: float = 60.0,
+        grace: float = 2.0,
     ) -> None:
         self._work = work
-        self._limit = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._delay = delay
         self._retry = (retry_base, retry_max)
-        self._pending: set[Key] = set()
+        self._grace = grace
+        # Waiting for their time: key -> [when (loop time), prompted by an event, timer].
+        self._timers: dict[Key, list[Any]] = {}
+        # Due, waiting for a slot: a heap of (deadline, seq, key); _queued holds each
+        # key's live entry (deadline, seq): an entry moved ahead leaves a stale one.
+        self._ready: list[tuple[float, int, Key]] = []
+        self._queued: dict[Key, tuple[float, int]] = {}
         self._running: set[Key] = set()
-        self._dirty: set[Key] = set()
+        self._dirty: dict[Key, bool] = {}  # asked for while running: by an event?
         self._failures: dict[Key, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._seq = itertools.count()
 
-    def enqueue(self, key: Key, delay: float | None = None) -> None:
+    def enqueue(self, key: Key, delay: float | None = None, *, resync: bool = False) -> None:
+        """Reconcile ``key`` after ``delay`` (default: the coalescing delay), or sooner
+        if it is due sooner already; ``resync``: asked by the resync loop, not an event."""
+        self._schedule(key, self._delay if delay is None else delay, event=not resync)
+
+    def waiting(self, key: Key) -> float | None:
+        """Seconds until ``key`` falls due (0 when due), None when not queued."""
+        if key in self._queued:
+            return 0.0
+        timer = self._timers.get(key)
+        if timer is None:
+            return None
+        return max(0.0, float(timer[0]) - asyncio.get_running_loop().time())
+
+    def _schedule(self, key: Key, delay: float, event: bool) -> None:
+        loop = asyncio.get_running_loop()
         if key in self._running:
-            self._dirty.add(key)
+            self._dirty[key] = self._dirty.get(key, False) or event
             return
-        if key in self._pending:
+        if key in self._queued:
+            if event:
+                self._push(key, loop.time())  # ahead of resyncs and retries
             return
-        self._pending.add(key)
-        QUEUE_DEPTH.set(len(self._pending))
-        task = asyncio.get_running_loop().create_task(self._run(key, delay))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        when = loop.time() + delay
+        timer = self._timers.get(key)
+        if timer is not None:
+            if timer[0] <= when:  # due sooner already
+                timer[1] = timer[1] or event
+                return
+            timer[2].cancel()
+            event = event or timer[1]
+        self._timers[key] = [when, event, loop.call_at(when, self._due, key)]
+        QUEUE_DEPTH.set(len(self._timers) + len(self._queued))
 
-    async def _run(self, key: Key, delay: float | None) -> None:
-        await asyncio.sleep(self._delay if delay is None else delay)
-        async with self._limit:
-            self._pending.discard(key)
-            QUEUE_DEPTH.set(len(self._pending))
+    def _due(self, key: Key) -> None:
+        when, event, _ = self._timers.pop(key)
+        self._push(key, when if event else when + self._grace)
+        self._dispatch()
+
+    def _push(self, key: Key, deadline: float) -> None:
+        if key in self._queued and self._queued[key][0] <= deadline:
+            return
+        seq = next(self._seq)
+        self._queued[key] = (deadline, seq)
+        heapq.heappush(self._ready, (deadline, seq, key))
+
+    def _dispatch(self) -> None:
+        while self._ready and len(self._running) < self._concurrency:
+            deadline, seq, key = heapq.heappop(self._ready)
+            if self._queued.get(key) != (deadline, seq):
+                continue  # moved ahead: its live entry ran or is further up
+            del self._queued[key]
             self._running.add(key)
+            task = asyncio.get_running_loop().create_task(self._run(key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        QUEUE_DEPTH.set(len(self._timers) + len(self._queued))
+
+    async def _run(self, key: Key) -> None:
+        try:
             ok = await self._once(key)
+        finally:
             self._running.discard(key)
-        if key in self._dirty:
-            self._dirty.discard(key)
-            self.enqueue(key)
-        elif not ok:
-            failures = self._failures.get(key, 0) + 1
-            self._failures[key] = failures
-            base, most = self._retry
-            self.enqueue(key, delay=min(most, base * 2 ** (failures - 1)))
-        else:
+        if ok:
             self._failures.pop(key, None)
+        else:
+            self._failures[key] = self._failures.get(key, 0) + 1
+        if key in self._dirty:
+            self._schedule(key, self._delay, event=self._dirty.pop(key))
+        elif not ok:
+            base, most = self._retry
+            backoff = min(most, base * 2 ** (self._failures[key] - 1))
+            self._schedule(key, backoff, event=False)
+        self._dispatch()
 
     async def _once(self, key: Key) -> bool:
         started = time.perf_counter()
@@ -260,7 +411,7 @@ class WorkQueue:
         return ok
 
     def idle(self) -> bool:
-        return not (self._pending or self._running)
+        return not (self._timers or self._queued or self._running)
 
 
 async def resync(store: Store, queue: WorkQueue, every: float) -> None:
@@ -269,4 +420,4 @@ async def resync(store: Store, queue: WorkQueue, every: float) -> None:
         await asyncio.sleep(every)
         SERVERS.set(len(store.servers))
         for key in list(store.servers):
-            queue.enqueue(key)
+            queue.enqueue(key, resync=True)

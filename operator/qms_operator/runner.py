@@ -16,8 +16,10 @@ import kopf
 from prometheus_client import start_http_server
 
 from .apply import Api
+from .builders import CHILD_KINDS
 from .handlers import register
 from .reconcile import Reconciler, WorkQueue, resync
+from .spec import API_VERSION, KIND
 from .store import Store
 
 log = logging.getLogger("qms_operator")
@@ -97,7 +99,13 @@ async def _main(args: argparse.Namespace, health: Health) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=32))
     store = Store()
-    reconciler = Reconciler(Api(), store)
+    api = Api()
+    # Where each child kind is served, once, before the first reconcile (a kind not
+    # served, or an API server not up yet, is looked up again when needed).
+    await asyncio.to_thread(
+        api.prime, [*((v, k) for v, k, _, _ in CHILD_KINDS), (API_VERSION, KIND)]
+    )
+    reconciler = Reconciler(api, store)
     queue = WorkQueue(reconciler.reconcile, concurrency=args.workers)
     registry = kopf.OperatorRegistry()
     register(registry, store, queue)

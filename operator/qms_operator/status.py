@@ -28,6 +28,20 @@ class Observed:
     changed: list[str] = field(default_factory=list)  # kinds applied or deleted this round
     errors: list[str] = field(default_factory=list)  # API errors of this round
     previous: list[dict[str, Any]] = field(default_factory=list)  # previous conditions
+    # Optional kinds wanted but not served by the cluster (their CRD is absent).
+    unavailable: list[str] = field(default_factory=list)
+
+
+MONITORING = "MonitoringReady"
+
+
+def not_served(desired: dict[str, Any]) -> str:
+    """Why an optional child could not be created: its kind is not served."""
+    return (
+        f"{desired['kind']} not created: {desired['apiVersion']} is not served by this "
+        "cluster (install the Prometheus Operator's CRDs, or set "
+        "spec.monitoring.serviceMonitor: false)"
+    )
 
 
 def _get(obj: Any, *path: str, default: Any = None) -> Any:
@@ -155,9 +169,14 @@ def _condition(
 
 
 def _child(
-    desired: dict[str, Any], live: dict[str, Any], deployment_done: bool, deployment_message: str
+    desired: dict[str, Any],
+    seen: Observed,
+    deployment_done: bool,
+    deployment_message: str,
 ) -> ChildStatus:
-    kind, name = desired["kind"], desired["metadata"]["name"]
+    kind, name, live = desired["kind"], desired["metadata"]["name"], seen.children
+    if kind in seen.unavailable:
+        return ChildStatus(kind=kind, name=name, ready=False, message=not_served(desired))
     if kind not in live:
         return ChildStatus(kind=kind, name=name, ready=False, message="missing")
     if kind == "Deployment" and not deployment_done:
@@ -201,7 +220,13 @@ def compute_status(
         progress = f"no free GPU for a surge pod: replacing pods one at a time; {progress}"
     if seen.errors:
         problem = ("ApplyFailed", seen.errors[0])
-    missing = [c["kind"] for c in desired if c["kind"] not in seen.children]
+    # A wanted optional child whose kind is not served does not hold Ready back: the
+    # server serves without it; the MonitoringReady condition and reason say so.
+    missing = [
+        c["kind"]
+        for c in desired
+        if c["kind"] not in seen.children and c["kind"] not in seen.unavailable
+    ]
     if live_hash != want_hash:
         done, progress = False, "rolling out the new spec"
     deployment_done, deployment_message = done, progress
@@ -242,7 +267,14 @@ def compute_status(
             prev,
         ),
     ]
-    children = [_child(c, seen.children, deployment_done, deployment_message) for c in desired]
+    unserved = [c for c in desired if c["kind"] in seen.unavailable]
+    monitor = next((c for c in desired if c["kind"] == "ServiceMonitor"), None)
+    if monitor is not None:
+        conditions.append(_monitoring(monitor, seen, gen, now))
+    children = [_child(c, seen, deployment_done, deployment_message) for c in desired]
+    line = message if not ready else progress
+    if unserved and not stalled:
+        line = f"{line}; {not_served(unserved[0])}"
     return QwenModelServerStatus(
         observed_generation=gen,
         phase=phase,
@@ -251,7 +283,55 @@ def compute_status(
         ready_replicas=ready_replicas,
         updated_replicas=dep_status.get("updatedReplicas", 0),
         url=service_url(server, namespace, spec.service.port),
-        reason=message if not ready else progress,
+        reason=line,
         conditions=conditions,
         children=children,
     )
+
+
+def _monitoring(monitor: dict[str, Any], seen: Observed, gen: int, now: str) -> Condition:
+    """MonitoringReady: whether the wanted ServiceMonitor exists. Never holds Ready back."""
+    kind = monitor["kind"]
+    if kind in seen.children:
+        return _condition(MONITORING, True, "ServiceMonitorCreated", "", gen, now, seen.previous)
+    if kind in seen.unavailable:
+        return _condition(
+            MONITORING,
+            False,
+            "ServiceMonitorNotServed",
+            not_served(monitor),
+            gen,
+            now,
+            seen.previous,
+        )
+    return _condition(
+        MONITORING, False, "Progressing", "creating the ServiceMonitor", gen, now, seen.previous
+    )
+
+
+def failed_status(
+    previous: dict[str, Any], generation: int, reason: str, message: str, now: str
+) -> dict[str, Any]:
+    """The status of a server the operator cannot reconcile: Stalled, with a reason.
+
+    For an invalid spec and for an unexpected error in a reconcile. The replica
+    counts and the other fields of the previous status stay; transition times stay
+    while a condition keeps its status, so the same failure again gives the same
+    status (and no write).
+    """
+    conditions = previous.get("conditions", [])
+    keep = [c for c in conditions if c.get("type") not in ("Ready", "Reconciling", "Stalled")]
+    serving = (previous.get("readyReplicas") or 0) > 0
+    return {
+        **previous,
+        "observedGeneration": generation,
+        "phase": "Degraded" if serving else "Failed",
+        "reason": message,
+        "conditions": [
+            _condition(
+                kind, kind == "Stalled", reason, message, generation, now, conditions
+            ).model_dump(by_alias=True, mode="json")
+            for kind in ("Ready", "Reconciling", "Stalled")
+        ]
+        + keep,
+    }

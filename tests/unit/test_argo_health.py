@@ -12,6 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
+from qms_operator.builders import desired_children
+from qms_operator.spec import parse_spec
+from qms_operator.status import Observed, compute_status
+
 lua51 = pytest.importorskip("lupa.lua51", reason="lupa (dev extra) ships Lua 5.1")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +41,7 @@ def test_cases_cover_the_required_situations() -> None:
         "degraded-after-progress",
         "healthy",
         "kserve-trap",
+        "monitoring-not-served",
         "no-status",
         "ready-unknown",
         "reconciling",
@@ -64,3 +69,38 @@ def test_argocd_cm_patch_embeds_the_same_lua() -> None:
     key = "resource.customizations.health.serving.qms.io_QwenModelServer"
     assert list(patch["data"]) == [key]
     assert patch["data"][key] == (CHECK / "health.lua").read_text()
+
+
+def test_the_operator_status_without_the_service_monitor_crd_is_healthy() -> None:
+    """The status the operator computes for a ready server whose ServiceMonitor kind is
+    not served: kstatus Current (Reconciling and Stalled False), Argo CD Healthy."""
+    spec = parse_spec(
+        {
+            "model": {"name": "m", "source": {"imagePath": "/models/m"}},
+            "monitoring": {"serviceMonitor": True},
+        }
+    )
+    desired = desired_children("s", "ns", "uid-1", spec)
+    live = {c["kind"]: c for c in desired if c["kind"] != "ServiceMonitor"}
+    deployment = {**live["Deployment"], "metadata": {**live["Deployment"]["metadata"]}}
+    deployment["metadata"]["generation"] = 1
+    deployment["status"] = {
+        "observedGeneration": 1,
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 1,
+        "availableReplicas": 1,
+    }
+    live["Deployment"] = deployment
+    seen = Observed(generation=3, children=live, unavailable=["ServiceMonitor"])
+    status = compute_status("s", "ns", spec, desired, seen, "2026-11-29T12:00:00Z")
+    body = status.model_dump(by_alias=True, mode="json")
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in body["conditions"]}
+    assert conditions == {
+        "Ready": ("True", "Ready"),
+        "Reconciling": ("False", "Ready"),
+        "Stalled": ("False", "NotStalled"),
+        "MonitoringReady": ("False", "ServiceMonitorNotServed"),
+    }
+    obj = {"metadata": {"name": "s", "generation": 3}, "status": body}
+    assert health(obj) == {"status": "Healthy", "message": "1/1 replicas ready"}

@@ -1,0 +1,226 @@
+"""The reconciler against a recording stand-in for the apply layer (issues 16 and 18).
+
+What the API server answers is set per kind: applied, refused (an ApiError), not
+served (NotServed), or an exception no layer expects. The e2e tests do the same
+against the real API server; these pin the exact requests, Events and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from qms_operator.apply import ApiError, NotServed
+from qms_operator.reconcile import Reconciler
+from qms_operator.store import Store
+
+KEY = ("ns", "s")
+SPEC = {
+    "model": {"name": "m", "source": {"imagePath": "/models/m"}},
+    "resources": {"gpu": {"count": 0}},
+}
+DONE = {
+    "observedGeneration": 1,
+    "replicas": 1,
+    "updatedReplicas": 1,
+    "readyReplicas": 1,
+    "availableReplicas": 1,
+}
+
+
+class FakeApi:
+    """Records every call; ``answers`` maps a kind to the exception its apply raises."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.answers: dict[str, Exception] = {}
+        self.applied: list[str] = []
+        self.attempts: list[str] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.attempts.append(obj["kind"])
+        if obj["kind"] in self.answers:
+            raise self.answers[obj["kind"]]
+        self.applied.append(obj["kind"])
+        live = copy.deepcopy(obj)
+        live["metadata"].update(uid=f"uid-{obj['kind']}", generation=1)
+        if obj["kind"] == "Deployment":
+            live["status"] = DONE  # the cluster converged at once
+        return live
+
+    def delete(self, *args: Any) -> None:
+        raise AssertionError(f"unexpected delete {args}")
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.statuses.append(status)
+        server = self.store.servers[(namespace, name)]
+        self.store.put_server({**server, "status": status})  # as the watch event would
+
+    def event(self, server: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def setup(spec: dict[str, Any] = SPEC) -> tuple[Reconciler, FakeApi, Store, Clock]:
+    store = Store()
+    store.put_server(
+        {
+            "apiVersion": "serving.qms.io/v1alpha1",
+            "kind": "QwenModelServer",
+            "metadata": {"name": "s", "namespace": "ns", "uid": "uid-s", "generation": 1},
+            "spec": spec,
+        }
+    )
+    api = FakeApi(store)
+    clock = Clock()
+    return Reconciler(api, store, clock=clock), api, store, clock  # type: ignore[arg-type]
+
+
+def reconcile(reconciler: Reconciler) -> bool:
+    async def once() -> bool:
+        ok = await reconciler.reconcile(KEY)
+        await asyncio.gather(*list(reconciler._events))
+        return ok
+
+    return asyncio.run(once())
+
+
+def status(store: Store) -> dict[str, Any]:
+    return store.servers[KEY]["status"]  # type: ignore[no-any-return]
+
+
+def condition(store: Store, kind: str) -> tuple[str, str, str]:
+    [c] = [c for c in status(store)["conditions"] if c["type"] == kind]
+    return c["status"], c["reason"], c["message"]
+
+
+def warnings(api: FakeApi) -> list[tuple[str, str]]:
+    return [(reason, message) for type_, reason, message in api.events if type_ == "Warning"]
+
+
+REFUSED = "apply NetworkPolicy s: 403 networkpolicies is forbidden"
+
+
+def test_a_refused_child_holds_no_other_back_and_only_its_retry_backs_off() -> None:
+    reconciler, api, store, clock = setup()
+    api.answers["NetworkPolicy"] = ApiError(REFUSED, 403)
+    assert reconcile(reconciler) is False
+    assert sorted(api.applied) == ["Deployment", "PodDisruptionBudget", "Service"]
+    assert condition(store, "Stalled") == ("True", "ApplyFailed", REFUSED)
+    assert warnings(api) == [("ApplyFailed", REFUSED)]  # one Warning, not two
+
+    # The Service deleted by hand, at once: repaired; the refused apply is not retried.
+    store.put_child(store.children(KEY)["Service"], deleted=True)
+    assert reconcile(reconciler) is False
+    assert api.attempts.count("Service") == 2
+    assert api.attempts.count("NetworkPolicy") == 1
+    assert condition(store, "Stalled") == ("True", "ApplyFailed", REFUSED)  # still named
+    assert len(warnings(api)) == 1  # the same error again: no new Event
+
+    clock.now += 1.0  # its first backoff (1 s) is over: retried, refused again
+    reconcile(reconciler)
+    assert api.attempts.count("NetworkPolicy") == 2
+    clock.now += 1.5  # within the second backoff (2 s): not retried
+    reconcile(reconciler)
+    assert api.attempts.count("NetworkPolicy") == 2
+    clock.now += 0.5
+    del api.answers["NetworkPolicy"]  # the policy that refused it was lifted
+    assert reconcile(reconciler) is True
+    assert api.attempts.count("NetworkPolicy") == 3
+    assert condition(store, "Stalled")[0] == "False"
+    reconcile(reconciler)  # the round after the last apply
+    assert condition(store, "Ready")[0] == "True"
+
+
+def test_a_changed_spec_retries_a_refused_child_at_once() -> None:
+    reconciler, api, store, _ = setup()
+    api.answers["NetworkPolicy"] = ApiError(REFUSED, 403)
+    reconcile(reconciler)
+    server = store.servers[KEY]
+    spec = {**SPEC, "networkPolicy": {"allowedPods": {"team": "a"}}}
+    store.put_server({**server, "spec": spec, "metadata": {**server["metadata"], "generation": 2}})
+    reconcile(reconciler)
+    assert api.attempts.count("NetworkPolicy") == 2
+
+
+MONITORED = {**SPEC, "monitoring": {"serviceMonitor": True}}
+
+
+def test_a_service_monitor_not_served_leaves_the_server_ready() -> None:
+    reconciler, api, store, clock = setup(MONITORED)
+    api.answers["ServiceMonitor"] = NotServed("monitoring.coreos.com/v1", "ServiceMonitor")
+    assert reconcile(reconciler) is False  # retried (backoff), to see the CRD arrive
+    reconcile(reconciler)  # the Deployment's status now seen: Ready
+    assert condition(store, "Ready")[:2] == ("True", "Ready")
+    assert condition(store, "Stalled")[0] == "False"
+    state, reason, message = condition(store, "MonitoringReady")
+    assert (state, reason) == ("False", "ServiceMonitorNotServed")
+    assert message.startswith("ServiceMonitor not created: monitoring.coreos.com/v1 is not")
+    assert status(store)["phase"] == "Ready"
+    assert status(store)["reason"] == f"1/1 replicas ready; {message}"
+    [monitor] = [c for c in status(store)["children"] if c["kind"] == "ServiceMonitor"]
+    assert (monitor["ready"], monitor["message"]) == (False, message)
+    assert warnings(api) == [("ServiceMonitorNotServed", message)]
+    patches = len(api.statuses)
+    for _ in range(3):  # retries change nothing: no write, no Event
+        clock.now += 60
+        assert reconcile(reconciler) is False
+    assert (len(api.statuses), len(warnings(api))) == (patches, 1)
+
+    del api.answers["ServiceMonitor"]  # its CRD installed
+    assert reconcile(reconciler) is True
+    assert api.applied.count("ServiceMonitor") == 1
+    assert condition(store, "MonitoringReady")[:2] == ("True", "ServiceMonitorCreated")
+    reconcile(reconciler)  # the round after the apply
+    assert status(store)["reason"] == "1/1 replicas ready"
+    assert condition(store, "Ready")[0] == "True"
+
+
+def test_a_required_kind_not_served_stalls() -> None:
+    reconciler, api, store, _ = setup()
+    api.answers["PodDisruptionBudget"] = NotServed("policy/v1", "PodDisruptionBudget")
+    assert reconcile(reconciler) is False
+    assert condition(store, "Stalled") == (
+        "True",
+        "ApplyFailed",
+        "PodDisruptionBudget (policy/v1) is not served by this cluster",
+    )
+
+
+def test_an_unexpected_exception_becomes_one_event_and_a_stalled_reason() -> None:
+    reconciler, api, store, _ = setup()
+    api.answers["Deployment"] = KeyError("resources")  # what the discovery race raised
+    for _ in range(3):
+        assert reconcile(reconciler) is False
+    message = (
+        "reconcile failed unexpectedly (KeyError: 'resources'); retrying, see the operator log"
+    )
+    assert warnings(api) == [("ReconcileError", message)]  # once, not once per retry
+    assert len(api.statuses) == 1
+    assert condition(store, "Stalled") == ("True", "ReconcileError", message)
+    assert condition(store, "Ready")[:2] == ("False", "ReconcileError")
+    assert (status(store)["observedGeneration"], status(store)["reason"]) == (1, message)
+
+    del api.answers["Deployment"]
+    assert reconcile(reconciler) is True
+    assert condition(store, "Stalled")[0] == "False"
+
+
+def test_an_invalid_spec_is_reported_once() -> None:
+    reconciler, api, store, _ = setup({**SPEC, "replicas": -1})
+    for _ in range(3):
+        assert reconcile(reconciler) is True
+    assert len(api.statuses) == 1
+    assert [reason for reason, _ in warnings(api)] == ["InvalidSpec"]
+    assert condition(store, "Stalled")[:2] == ("True", "InvalidSpec")
+    assert status(store)["phase"] == "Failed"
