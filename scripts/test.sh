@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): lint, types, layers, static deploy checks,
-# the control plane (built once, cached), then every test tier.
+# the control plane and the real node's binaries (built once, cached), both images,
+# then every test tier.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 echo "== ruff"
@@ -12,6 +13,8 @@ echo "== import-linter (operator layers; no torch in the operator)"
 lint-imports
 echo "== control plane binaries (cold build: several minutes, then cached)"
 qms-cluster build
+echo "== images from Dockerfile.operator and Dockerfile.runtime (cold: several minutes, then cached layers)"
+qms-cluster images
 echo "== deploy checks (hadolint, kustomize, checkov)"
 bash scripts/check-deploy.sh
 echo "== pytest"

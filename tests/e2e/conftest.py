@@ -66,7 +66,9 @@ def cluster() -> Iterator[Cluster]:
         # QMS_CLUSTER_DIR names one, so that a concurrent pytest run never
         # reuses it and then loses it when this session tears it down.
         private = None if os.environ.get("QMS_CLUSTER_DIR") else tempfile.mkdtemp(prefix="qms-")
-        c = qms_cluster.up(Path(private) if private else None)
+        # kwok nodes only: tests/e2e/test_real_node.py starts its own cluster with
+        # the machine's one real node.
+        c = qms_cluster.up(Path(private) if private else None, real_node=False)
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(c.kubeconfig)
     try:

@@ -84,13 +84,32 @@ def test_hadolint_passes_on_both_dockerfiles() -> None:
 def test_builder_installs_only_its_extra_with_the_constraints(
     dockerfile: str, extra: str, source: str
 ) -> None:
-    builder, final = stages(dockerfile)
-    (install,) = pip_installs(builder)
-    assert re.findall(r"\.\[([a-z,]+)\]", install) == [extra]
-    assert "-c .ci/constraints.txt" in install
-    assert "--no-cache-dir" in install
-    copied = [a.split()[0] for i, a in builder if i == "COPY"]
-    assert copied == ["pyproject.toml", ".ci/constraints.txt", source]
+    python, requirements, builder, final = stages(dockerfile)
+    assert [st[0][1] for st in (python, requirements, builder)] == [
+        "${BASE_IMAGE} AS python",
+        "python AS requirements",
+        "python AS builder",
+    ]
+    # The dependency list is read from pyproject's extra in a stage of its own...
+    assert [a for i, a in requirements if i == "COPY"] == ["pyproject.toml /src/"]
+    (listing,) = [a for i, a in requirements if i == "RUN"]
+    assert re.findall(r'\["optional-dependencies"\]\["([a-z]+)"\]', listing) == [extra]
+    # ...then installed first, in a layer keyed by that list and the constraints
+    # (pip's cache in a cache mount), and the code alone, without dependencies.
+    deps, code = pip_installs(builder)
+    assert deps.startswith("--mount=type=cache,target=/root/.cache/pip,sharing=locked ")
+    assert "--only-binary=:all: -c .ci/constraints.txt -r requirements.txt" in deps
+    assert re.findall(r"\.\[([a-z,]+)\]", code) == [extra]
+    assert "--no-cache-dir --no-deps -c .ci/constraints.txt" in code
+    order = [a.split()[0] if i == "COPY" else i for i, a in builder if i in {"COPY", "RUN"}]
+    assert order == [
+        ".ci/constraints.txt",
+        "--from=requirements",
+        "RUN",
+        "pyproject.toml",
+        source,
+        "RUN",
+    ]
     # The final stage takes only the venv from the builder, and runs as non-root.
     assert [a for i, a in final if i == "COPY"] == ["--from=builder /opt/qms/venv /opt/qms/venv"]
     assert pip_installs(final) == []
@@ -109,10 +128,16 @@ def test_runtime_base_matches_the_torch_cuda_build() -> None:
     version_py = Path(str(metadata.distribution("torch").locate_file("torch/version.py")))
     built = re.search(r"^cuda: .* = '([0-9.]+)'$", version_py.read_text(), re.M)
     assert built is not None and pinned.startswith(built.group(1) + ".")
-    for stage in stages("Dockerfile.runtime"):
-        assert stage[0][1].startswith("nvidia/cuda:${CUDA_VERSION}-${CUDA_FLAVOR}-ubuntu24.04"), (
-            stage[0]
-        )
+    # Both stages build on BASE_IMAGE, whose default is that CUDA base (a local
+    # Debian base replaces it only where no registry is reachable).
+    assert args("Dockerfile.runtime")["BASE_IMAGE"] == (
+        "nvidia/cuda:${CUDA_VERSION}-${CUDA_FLAVOR}-ubuntu24.04"
+    )
+    froms = [stage[0][1] for stage in stages("Dockerfile.runtime")]
+    assert [f for f in froms if not f.startswith("python AS ")] == [
+        "${BASE_IMAGE} AS python",
+        "${BASE_IMAGE} AS runtime",
+    ]
     assert args("Dockerfile.runtime")["CUDA_FLAVOR"] == "runtime"
 
 

@@ -104,6 +104,18 @@ K8S = BinarySet(
     version_cmd=("--version",),
     version_text=f"Kubernetes {K8S_VERSION}",
 )
+# The real node's binaries, from the same wrapper module (a set of their own, so
+# the control plane's cached build stays valid without them).
+K8S_NODE = BinarySet(
+    name="k8s-node",
+    version=K8S_VERSION,
+    module="k8s",
+    packages=tuple(f"k8s.io/kubernetes/cmd/{c}" for c in ("kubelet", "kube-proxy")),
+    binaries=("kubelet", "kube-proxy"),
+    ldflags=_k8s_ldflags(),
+    version_cmd=("--version",),
+    version_text=f"Kubernetes {K8S_VERSION}",
+)
 ETCD = BinarySet(
     name="etcd",
     version=ETCD_VERSION,
@@ -148,10 +160,11 @@ CRANE = BinarySet(
     version_text=CRANE_VERSION,
 )
 ALL = (K8S, ETCD, KWOK, COSIGN, CRANE)
+NODE = (K8S_NODE,)  # built only where a real node can run (see node.py)
 
 
 def binary(name: str) -> Path:
-    for s in ALL:
+    for s in (*ALL, *NODE):
         if name in s.binaries:
             return s.bin_dir / name
     raise KeyError(name)
@@ -308,3 +321,10 @@ def ensure_built(log: Log = _stderr) -> None:
     if not missing:
         versions = ", ".join(f"{s.name} {s.version}" for s in ALL)
         log(f"binaries cached ({versions}) under {CACHE_ROOT}")
+
+
+def ensure_node_built(log: Log = _stderr) -> None:
+    """Build kubelet and kube-proxy for the real node; a no-op when cached."""
+    for s in NODE:
+        if not is_built(s):
+            build_set(s, log)

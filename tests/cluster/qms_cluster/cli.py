@@ -1,4 +1,4 @@
-"""``qms-cluster build | up | down | status | kubeconfig``."""
+"""``qms-cluster build | up | down | status | kubeconfig | images``."""
 
 from __future__ import annotations
 
@@ -8,33 +8,43 @@ import sys
 import time
 from pathlib import Path
 
-from . import build, cluster
+from . import build, cluster, images, node
 
 
-def _cmd_build(_: Path | None) -> int:
+def _cmd_build(args: argparse.Namespace) -> int:
     build.ensure_built()
-    for s in build.ALL:
+    sets = list(build.ALL)
+    if node.available()[0]:
+        build.ensure_node_built()
+        sets += build.NODE
+    for s in sets:
         print(f"{s.name} {s.version}: {s.bin_dir}")
     return 0
 
 
-def _cmd_up(state_dir: Path | None) -> int:
+def _cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    c = cluster.up(state_dir)
+    c = cluster.up(args.state_dir, real_node=args.real_node)
     print(f"server:     {c.server}")
+    if c.real_node:
+        print(
+            f"real node:  {node.NAME} (taint {node.TAINT_KEY}=true:NoSchedule, labels "
+            + ", ".join(f"{k}={v}" for k, v in node.LABELS.items())
+            + ")"
+        )
     print(f"kubeconfig: {c.kubeconfig}")
     print(f"kubectl:    {c.bin_dir / 'kubectl'}")
     print(f"up in {time.monotonic() - t0:.1f}s; use: export KUBECONFIG={c.kubeconfig}")
     return 0
 
 
-def _cmd_down(state_dir: Path | None) -> int:
-    cluster.down(state_dir)
+def _cmd_down(args: argparse.Namespace) -> int:
+    cluster.down(args.state_dir)
     return 0
 
 
-def _cmd_status(state_dir: Path | None) -> int:
-    st = cluster.status(state_dir)
+def _cmd_status(args: argparse.Namespace) -> int:
+    st = cluster.status(args.state_dir)
     if not st.exists:
         print(f"no cluster in {st.state_dir}")
         return 1
@@ -48,7 +58,8 @@ def _cmd_status(state_dir: Path | None) -> int:
     return 0 if st.running else 1
 
 
-def _cmd_kubeconfig(state_dir: Path | None) -> int:
+def _cmd_kubeconfig(args: argparse.Namespace) -> int:
+    state_dir = args.state_dir
     path = cluster.kubeconfig_path(state_dir)
     if not path.exists():
         print(f"no cluster in {path.parent} (run: qms-cluster up)", file=sys.stderr)
@@ -62,12 +73,30 @@ def _cmd_kubeconfig(state_dir: Path | None) -> int:
     return 0
 
 
+def _cmd_images(args: argparse.Namespace) -> int:
+    refs = images.build_all(names=tuple(args.image or ("operator", "runtime")))
+    if args.load:
+        c = cluster.current(args.state_dir)
+        if c is None or not c.real_node:
+            print(
+                "qms-cluster: error: --load needs a running cluster with a real node",
+                file=sys.stderr,
+            )
+            return 1
+        for ref in refs.values():
+            images.load(ref, cluster.node_layout(c))
+    for ref in refs.values():
+        print(ref)
+    return 0
+
+
 COMMANDS = {
     "build": (_cmd_build, "build the pinned binaries into ~/.cache/qms (no-op when cached)"),
     "up": (_cmd_up, "build if needed, start the control plane and its fake nodes"),
     "down": (_cmd_down, "stop every component and remove the state directory"),
     "status": (_cmd_status, "report each component: running, or crashed with its log tail"),
     "kubeconfig": (_cmd_kubeconfig, "print the kubeconfig path of the running cluster"),
+    "images": (_cmd_images, "build Dockerfile.operator/.runtime here (--load: into the real node)"),
 }
 
 
@@ -82,11 +111,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--state-dir", type=Path, help="overrides $QMS_CLUSTER_DIR")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, (_, help_) in COMMANDS.items():
-        sub.add_parser(name, help=help_)
+    parsers = {name: sub.add_parser(name, help=help_) for name, (_, help_) in COMMANDS.items()}
+    real = parsers["up"].add_mutually_exclusive_group()
+    real.add_argument(
+        "--real-node",
+        dest="real_node",
+        action="store_true",
+        default=None,
+        help="start the kubelet-run node (fail where it cannot run)",
+    )
+    real.add_argument(
+        "--no-real-node", dest="real_node", action="store_false", help="kwok nodes only"
+    )
+    parsers["images"].add_argument("image", nargs="*", choices=sorted(images.IMAGES))
+    parsers["images"].add_argument(
+        "--load", action="store_true", help="import them into the running real node's containerd"
+    )
     args = p.parse_args(argv)
     try:
-        return COMMANDS[args.command][0](args.state_dir)
+        return COMMANDS[args.command][0](args)
     except (RuntimeError, subprocess.CalledProcessError) as e:
         print(f"qms-cluster: error: {e}", file=sys.stderr)
         return 1

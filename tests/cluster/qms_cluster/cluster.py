@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import build, components, pki, procs
+from . import build, components, node, pki, procs
 from .components import Layout, Ports
 
 MARKER = ".qms-cluster"
@@ -58,6 +58,7 @@ class Cluster:
     server: str
     token: str
     state_dir: Path
+    real_node: bool = False  # a kubelet-run node (node.NAME) beside the kwok nodes
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None
@@ -142,12 +143,23 @@ def _api_ready(state: dict[str, Any], lay: Layout) -> bool:
     return _ok(f"{state['server']}/readyz", state["token"], _ssl(ca))
 
 
+def node_layout(c: Cluster) -> node.NodeLayout:
+    return Layout(c.state_dir).node
+
+
 def kubeconfig_path(state_dir: Path | None = None) -> Path:
     return _layout(state_dir).kubeconfig
 
 
 def _cluster(lay: Layout, state: dict[str, Any]) -> Cluster:
-    return Cluster(lay.kubeconfig, build.K8S.bin_dir, state["server"], state["token"], lay.root)
+    return Cluster(
+        lay.kubeconfig,
+        build.K8S.bin_dir,
+        state["server"],
+        state["token"],
+        lay.root,
+        bool(state.get("real_node")),
+    )
 
 
 def current(state_dir: Path | None = None) -> Cluster | None:
@@ -182,14 +194,45 @@ def down(state_dir: Path | None = None, log: Log = _stderr) -> None:
     state = _load(lay)
     if state:
         ps = _procs(state)
+        if state.get("real_node"):
+            _drain_real_node(lay, state, log)
         live = [p.name for p in ps if procs.alive(p)]
         procs.stop(list(reversed(ps)))
         log(f"stopped {', '.join(live) or 'nothing (no process was running)'}")
+        if state.get("real_node"):
+            node.cleanup(lay.node, log)
+            node.release(lay.root)
     if (lay.root / MARKER).exists():
         shutil.rmtree(lay.root)
         log(f"removed {lay.root}")
     elif lay.root.exists() and not state:
         log(f"no cluster in {lay.root}")
+
+
+def _drain_real_node(lay: Layout, state: dict[str, Any], log: Log) -> None:
+    """Let the kubelet stop the real node's pods (network and volumes torn down)."""
+    running = {p.name for p in _procs(state) if procs.alive(p)}
+    if not {"kube-apiserver", "kubelet", "containerd"} <= running:
+        return
+    c = _cluster(lay, state)
+    c.kubectl("cordon", node.NAME, check=False)
+    c.kubectl(
+        "delete",
+        "pods",
+        "--all-namespaces",
+        f"--field-selector=spec.nodeName={node.NAME}",
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+        check=False,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not node.ctr(lay.node, "tasks", "ls", "-q", check=False).split():
+            log(f"{node.NAME}: every pod stopped by the kubelet")
+            return
+        time.sleep(0.5)
+    log(f"{node.NAME}: pods still running after 60s; cleaning up by force")
 
 
 def node_names() -> list[str]:
@@ -231,8 +274,18 @@ def _nodes_ready(server: str, token: str, ctx: ssl.SSLContext, names: list[str])
     return set(names) <= ready
 
 
-def up(state_dir: Path | None = None, log: Log = _stderr, timeout: float = 120.0) -> Cluster:
-    """Start the control plane (building binaries if needed); a no-op if it runs."""
+def up(
+    state_dir: Path | None = None,
+    log: Log = _stderr,
+    timeout: float = 120.0,
+    real_node: bool | None = None,
+) -> Cluster:
+    """Start the control plane (building binaries if needed); a no-op if it runs.
+
+    real_node: True starts the kubelet-run node (an error where it cannot run),
+    False does not, None (default) starts it where node.available() and no other
+    cluster on this machine holds it.
+    """
     lay = _layout(state_dir)
     existing = current(lay.root)
     if existing is not None:
@@ -242,9 +295,10 @@ def up(state_dir: Path | None = None, log: Log = _stderr, timeout: float = 120.0
         log(f"cluster in {lay.root} is not healthy; stopping it and starting afresh")
         down(lay.root, log)
     build.ensure_built(log)
+    with_node = _want_real_node(lay, real_node, log)
     for attempt in (1, 2):
         try:
-            return _start(lay, log, timeout)
+            return _start(lay, log, timeout, with_node)
         except ClusterError as e:
             if attempt == 2 or "address already in use" not in str(e):
                 raise
@@ -253,7 +307,26 @@ def up(state_dir: Path | None = None, log: Log = _stderr, timeout: float = 120.0
     raise AssertionError("unreachable")
 
 
-def _start(lay: Layout, log: Log, timeout: float) -> Cluster:
+def _want_real_node(lay: Layout, wanted: bool | None, log: Log) -> bool:
+    if wanted is False:
+        return False
+    ok, reason = node.available()
+    if not ok:
+        if wanted:
+            raise ClusterError(f"the real node cannot run here: {reason}")
+        log(f"no real node: {reason}")
+        return False
+    if not node.claim(lay.root):
+        if wanted:
+            raise ClusterError("another cluster on this machine holds the real node")
+        log("no real node: another cluster on this machine holds it")
+        return False
+    node.ensure_packages(log)
+    build.ensure_node_built(log)
+    return True
+
+
+def _start(lay: Layout, log: Log, timeout: float, with_node: bool = False) -> Cluster:
     t0 = time.monotonic()
     if (lay.root / MARKER).exists():
         shutil.rmtree(lay.root)  # leftovers of a failed start: begin clean
@@ -266,17 +339,20 @@ def _start(lay: Layout, log: Log, timeout: float) -> Cluster:
     pki.write_secret(lay.sa_key, pki.rsa_private_key_pem())
     lay.kwok_config.write_text(components.KWOK_CONFIG)
     ports = Ports(*procs.free_ports(6))
-    server = f"https://127.0.0.1:{ports.apiserver}"
+    host = node.HOST_IP if with_node else "127.0.0.1"
+    server = f"https://{host}:{ports.apiserver}"
     state: dict[str, Any] = {
         "server": server,
         "token": token,
         "ports": vars(ports),
         "components": [],
+        "real_node": with_node,
     }
     running: list[procs.Proc] = []
 
     def start(name: str, argv: list[str]) -> None:
-        running.append(procs.spawn(name, argv, lay.log(name)))
+        env = dict(os.environ, PATH=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+        running.append(procs.spawn(name, argv, lay.log(name), env))
         state["components"] = [p.to_json() for p in running]
         _save(lay, state)
 
@@ -284,11 +360,13 @@ def _start(lay: Layout, log: Log, timeout: float) -> Cluster:
         log(f"{msg} ({time.monotonic() - t0:.1f}s)")
 
     try:
+        if with_node:
+            node.network_up(lay.node)
         start("etcd", components.etcd(lay, ports))
         etcd_health = f"http://127.0.0.1:{ports.etcd_client}/health"
         _wait("etcd /health", lambda: _ok(etcd_health, None, None), running, 30)
         lap(f"etcd {build.ETCD_VERSION} up on 127.0.0.1:{ports.etcd_client}")
-        start("kube-apiserver", components.kube_apiserver(lay, ports))
+        start("kube-apiserver", components.kube_apiserver(lay, ports, host))
         anyssl = _ssl(None)
         _wait("kube-apiserver /readyz", lambda: _ok(f"{server}/readyz", token, anyssl), running, 90)
         lay.kubeconfig.touch(mode=0o600)
@@ -300,6 +378,9 @@ def _start(lay: Layout, log: Log, timeout: float) -> Cluster:
         cluster = _cluster(lay, state)
         cluster.kubectl("create", "-f", "-", input=nodes_yaml())
         ctx, names = _ssl(lay.ca), node_names()
+        if with_node:
+            _start_node(lay, state, start, running)
+            names.append(node.NAME)
         _wait(
             f"nodes {', '.join(names)} to be Ready",
             lambda: _nodes_ready(server, token, ctx, names),
@@ -310,11 +391,36 @@ def _start(lay: Layout, log: Log, timeout: float) -> Cluster:
         _wait("kube-scheduler /readyz", lambda: _ok(sched, None, anyssl), running, timeout)
         sa = f"{server}/api/v1/namespaces/default/serviceaccounts/default"
         _wait("the default ServiceAccount", lambda: _ok(sa, token, ctx), running, timeout)
-        lap(f"{len(names)} kwok nodes Ready; controller-manager, scheduler and kwok running")
+        kinds = (
+            f"{len(names) - 1} kwok nodes and {node.NAME}"
+            if with_node
+            else f"{len(names)} kwok nodes"
+        )
+        lap(f"{kinds} Ready; controller-manager, scheduler and kwok running")
     except BaseException:
         log(f"startup failed; stopping what was started (logs kept in {lay.root / 'logs'})")
         procs.stop(list(reversed(running)))
+        if with_node:
+            node.cleanup(lay.node, log)
+            node.release(lay.root)
         raise
     state["ready"] = True
     _save(lay, state)
     return cluster
+
+
+def _start_node(
+    lay: Layout,
+    state: dict[str, Any],
+    start: Callable[[str, list[str]], None],
+    running: list[procs.Proc],
+) -> None:
+    """containerd, the sandbox image, kubelet and kube-proxy of the real node."""
+    ports = node.NodePorts(*procs.free_ports(4))
+    state["node_ports"] = vars(ports)
+    node.prepare(lay.node, ports, lay.kubeconfig)
+    start("containerd", node.containerd_argv(lay.node))
+    node.wait_containerd(lay.node, lambda: procs.alive(running[-1]))
+    node.import_pause(lay.node, _stderr)
+    start("kubelet", node.kubelet_argv(lay.node, lay.kubeconfig))
+    start("kube-proxy", node.proxy_argv(lay.node))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import build
+from .node import NodeLayout
 
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"  # kwok hands out pod IPs from here
@@ -56,6 +57,10 @@ class Layout:
     def log(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"
 
+    @property
+    def node(self) -> NodeLayout:
+        return NodeLayout(self.root / "node")
+
 
 @dataclass(frozen=True)
 class Ports:
@@ -83,12 +88,17 @@ def etcd(lay: Layout, p: Ports) -> list[str]:
     ]
 
 
-def kube_apiserver(lay: Layout, p: Ports) -> list[str]:
+def kube_apiserver(lay: Layout, p: Ports, host: str = "127.0.0.1") -> list[str]:
+    # On 127.0.0.1 (kwok nodes only) nothing in a pod needs the API server, and
+    # the `kubernetes` Service cannot point at a loopback address: no endpoint
+    # reconciler. With the real node it listens on the host-only address that
+    # pods reach through the `kubernetes` Service (kube-proxy).
+    reconciler = "none" if host == "127.0.0.1" else "lease"
     return [
         str(build.binary("kube-apiserver")),
         f"--etcd-servers=http://127.0.0.1:{p.etcd_client}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        f"--bind-address={host}",
+        f"--advertise-address={host}",
         f"--secure-port={p.apiserver}",
         f"--cert-dir={lay.cert_dir}",
         f"--token-auth-file={lay.tokens}",
@@ -98,7 +108,8 @@ def kube_apiserver(lay: Layout, p: Ports) -> list[str]:
         f"--service-account-signing-key-file={lay.sa_key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--allow-privileged=true",
-        "--endpoint-reconciler-type=none",
+        f"--endpoint-reconciler-type={reconciler}",
+        "--kubelet-preferred-address-types=InternalIP",
         "--profiling=false",
     ]
 

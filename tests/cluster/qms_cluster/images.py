@@ -1,0 +1,258 @@
+"""Build Dockerfile.operator and Dockerfile.runtime here, and load them into the real node.
+
+The engine is whatever the machine has: docker or podman where a user has one
+(their own registries and bases), else buildah with chroot isolation (this
+project's CI machines: no Docker engine, no registry). Without a registry the
+Dockerfiles' bases are swapped, through their ``BASE_IMAGE`` build argument,
+for a local Debian base made with mmdebstrap (python3, python3-venv).
+
+Image layers are cached by the engine (``--layers``): the dependency layer is
+rebuilt only when pyproject.toml or .ci/constraints.txt change; pip's cache is
+the Dockerfiles' cache mount. The images are loaded into the real node's
+containerd with ``ctr images import`` (no registry); a stamp skips the import
+when containerd already holds the same image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import build, node
+
+ROOT = build.GO_DIR.parent.parent  # the repository
+TAG = "dev"
+BASE_SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv")
+# Host files that build steps need to reach the package registries here (HTTPS is
+# verified against the host's bundle); bound read-only into RUN steps, never
+# copied into a layer.
+BUILD_BINDS = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf")
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(f"qms-cluster: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str  # operator | runtime
+    dockerfile: str
+
+    @property
+    def ref(self) -> str:
+        return f"localhost/qms-{self.name}:{TAG}"
+
+
+OPERATOR = Image("operator", "Dockerfile.operator")
+RUNTIME = Image("runtime", "Dockerfile.runtime")
+IMAGES = {i.name: i for i in (OPERATOR, RUNTIME)}
+
+
+def engine() -> str:
+    """docker or podman when they work here, else buildah."""
+    for name in ("docker", "podman"):
+        if (
+            shutil.which(name)
+            and subprocess.run([name, "info"], capture_output=True, timeout=30).returncode == 0
+        ):
+            return name
+    if shutil.which("buildah"):
+        return "buildah"
+    raise RuntimeError("no image engine: install docker, podman or buildah (Debian: buildah)")
+
+
+def ensure_buildah(log: Log) -> None:
+    if shutil.which("buildah") and shutil.which("mmdebstrap"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise RuntimeError("building images here needs buildah and mmdebstrap (Debian packages)")
+    log("installing Debian packages: buildah mmdebstrap")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "buildah", "mmdebstrap"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+
+
+def _buildah(*args: str, check: bool = True) -> str:
+    r = subprocess.run(["buildah", *args], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"buildah {' '.join(args)} failed: {r.stderr.strip()[-2000:]}")
+    return r.stdout
+
+
+def image_id(ref: str) -> str | None:
+    out = _buildah("images", "--json", "--no-trunc", ref, check=False)
+    try:
+        items = json.loads(out or "[]")
+    except ValueError:
+        return None
+    return str(items[0]["id"]) if items else None
+
+
+def image_size(ref: str) -> int:
+    """Bytes of the image's layers as stored (uncompressed tars)."""
+    manifest = json.loads(json.loads(_buildah("inspect", "--type", "image", ref))["Manifest"])
+    return sum(int(layer["size"]) for layer in manifest["layers"])
+
+
+def base_ref() -> str:
+    key = hashlib.sha256(f"{BASE_SUITE} {' '.join(BASE_PACKAGES)}".encode()).hexdigest()[:8]
+    return f"localhost/qms-base:{BASE_SUITE}-{key}"
+
+
+def ensure_base(log: Log) -> str:
+    """The local Debian base image (mmdebstrap --variant=minbase), made once."""
+    ref = base_ref()
+    if image_id(ref):
+        return ref
+    t0 = time.monotonic()
+    log(f"making the local base {ref} with mmdebstrap (about a minute)")
+    with tempfile.TemporaryDirectory(prefix="qms-base-") as tmp:
+        tar = Path(tmp) / "base.tar"
+        r = subprocess.run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                "--quiet",
+                BASE_SUITE,
+                str(tar),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"mmdebstrap failed: {r.stderr[-2000:]}")
+        ctr = _buildah("from", "scratch").strip()
+        try:
+            _buildah("add", ctr, str(tar), "/")
+            _buildah("config", "--cmd", "/bin/bash", "--env", "LANG=C.UTF-8", ctr)
+            _buildah("commit", "--quiet", ctr, ref)
+        finally:
+            _buildah("rm", ctr, check=False)
+    log(f"base {ref} made in {time.monotonic() - t0:.0f}s")
+    return ref
+
+
+def _stream(argv: list[str], log: Log, what: str) -> None:
+    """Run a build, passing its step lines through and ticking on long steps."""
+    t0 = time.monotonic()
+    last = ["start"]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    done = threading.Event()
+    tail: list[str] = []
+
+    def ticker() -> None:
+        while not done.wait(30):
+            log(f"  {what}: {time.monotonic() - t0:.0f}s, still at: {last[0][:100]}")
+
+    threading.Thread(target=ticker, daemon=True).start()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = [*tail[-60:], line]
+        step = re.sub(r"^\[\d+/\d+\] ", "", line)  # "[1/2] STEP 3/9: ..." in multi-stage
+        if step.startswith(("STEP ", "COMMIT", "Successfully", "Error", "error")) or (
+            step.startswith(("Collecting ", "Installing collected"))
+        ):
+            last[0] = line
+            if not step.startswith("Collecting "):
+                log(f"  {what}: {line[:160]}")
+    rc = proc.wait()
+    done.set()
+    if rc != 0:
+        raise RuntimeError(f"building {what} failed (rc={rc}):\n" + "\n".join(tail))
+
+
+def build_image(
+    image: Image,
+    log: Log = _stderr,
+    base: str | None = None,
+    single_stage: bool = False,
+    tag: str | None = None,
+) -> float:
+    """Build one image with the machine's engine; returns the seconds it took.
+
+    single_stage builds only the Dockerfile's builder stage (for the multi-stage
+    comparison the seed asks for; never used by the cluster).
+    """
+    eng = engine()
+    ref = tag or image.ref
+    argv = [eng, "build" if eng != "buildah" else "bud", "-f", image.dockerfile, "-t", ref]
+    if base:
+        argv += ["--build-arg", f"BASE_IMAGE={base}"]
+    if single_stage:
+        argv += ["--target", "builder"]
+    if eng == "buildah":
+        argv += ["--isolation", "chroot", "--layers", "--format", "docker"]
+        if base and base.startswith("localhost/"):
+            argv += ["--pull-never"]
+        for f in BUILD_BINDS:
+            if Path(f).exists():
+                argv += ["-v", f"{f}:{f}:ro"]
+    argv.append(".")
+    t0 = time.monotonic()
+    log(f"building {ref} from {image.dockerfile} with {eng}")
+    _stream(argv, log, image.name)
+    took = time.monotonic() - t0
+    log(f"built {ref} in {took:.0f}s")
+    return took
+
+
+def build_all(
+    log: Log = _stderr, names: tuple[str, ...] = ("operator", "runtime")
+) -> dict[str, str]:
+    """Build the images (buildah here: on the local base); {name: ref}."""
+    eng = engine()
+    base = None
+    if eng == "buildah":
+        ensure_buildah(log)
+        base = ensure_base(log)
+    refs = {}
+    for n in names:
+        build_image(IMAGES[n], log, base)
+        refs[n] = IMAGES[n].ref
+        if eng == "buildah":
+            log(f"  {IMAGES[n].ref}: {image_size(IMAGES[n].ref) / 1e9:.2f} GB")
+    return refs
+
+
+def load(ref: str, lay: node.NodeLayout, log: Log = _stderr) -> None:
+    """Put a buildah image into the real node's containerd (k8s.io namespace)."""
+    want = image_id(ref)
+    if want is None:
+        raise RuntimeError(f"no image {ref} built here (qms-cluster images)")
+    stamps = node.containerd_root() / "qms-imported"
+    stamp = stamps / hashlib.sha256(ref.encode()).hexdigest()[:16]
+    present = ref in node.ctr(lay, "images", "ls", "-q").split()
+    if present and stamp.exists() and stamp.read_text() == want:
+        log(f"{ref} already in the node's containerd ({want[:12]})")
+        return
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="qms-image-", dir=node.CACHE) as tmp:
+        archive = Path(tmp) / "image.tar"
+        # docker-archive: uncompressed layers, nothing to gzip on 2 cores.
+        _buildah("push", "--quiet", ref, f"docker-archive:{archive}:{ref}")
+        node.ctr(lay, "images", "import", str(archive))
+    stamps.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(want)
+    log(f"loaded {ref} into the node's containerd in {time.monotonic() - t0:.0f}s")

@@ -1,0 +1,621 @@
+"""One real node beside the kwok nodes: kubelet + kube-proxy + containerd + CNI.
+
+kubelet and kube-proxy are built from the same Kubernetes wrapper module as the
+control plane; containerd, runc and the CNI plugins come from Debian's packages
+(installed here with apt when missing). Everything the node writes lives under
+the cluster's state directory, except containerd's content store, which is kept
+under ``~/.cache/qms/node/`` so that imported images survive ``down``.
+
+Network rule: pods get addresses on a bridge with no uplink (``qms-br0``,
+``POD_SUBNET``), routes only to the service range and to the host address of the
+control plane (``HOST_IP``, a /32 on lo), no masquerading, and a
+FORWARD rule that drops anything between the bridge and another interface. The
+machine's own interfaces are never touched. One real node per machine: a second
+cluster started while one holds the node comes up with kwok nodes only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import build
+
+NAME = "qms-node"
+HOST_IP = "10.241.0.1"  # the control plane and the node: a /32 on lo
+BRIDGE = "qms-br0"
+POD_SUBNET = "10.245.0.0/24"
+POD_GATEWAY = "10.245.0.1"
+SERVICE_CIDR = "10.96.0.0/16"
+CNI_NETWORK = "qms-node"
+CHAIN = "QMS-NODE-FORWARD"
+TAINT_KEY = "qms.io/real-node"
+LABELS = {
+    "qms.io/node": "real",
+    "type": "real",
+    "topology.kubernetes.io/zone": "zone-real",
+}
+PAUSE_IMAGE = "localhost/qms-pause:3.10"
+CNI_DIR = Path("/usr/lib/cni")
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+PACKAGES = {  # command or file -> Debian package
+    "containerd": "containerd",
+    "runc": "runc",
+    "ctr": "containerd",
+    "iptables": "iptables",
+    "ip": "iproute2",
+    "gcc": "gcc",
+    str(CNI_DIR / "bridge"): "containernetworking-plugins",
+}
+CLAIM = Path("/run/qms-real-node")  # which cluster holds this machine's real node
+CACHE = build.CACHE_ROOT / "node"
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """Paths of the real node under a cluster's state directory."""
+
+    root: Path  # <state dir>/node
+
+    @property
+    def sock(self) -> Path:
+        return self.root / "containerd.sock"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.root / "containerd.toml"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.root / "containerd-state"
+
+    @property
+    def cni_conf(self) -> Path:
+        return self.root / "cni"
+
+    @property
+    def ipam(self) -> Path:
+        return self.root / "ipam"
+
+    @property
+    def kubelet_dir(self) -> Path:
+        return self.root / "kubelet"
+
+    @property
+    def kubelet_config(self) -> Path:
+        return self.root / "kubelet.yaml"
+
+    @property
+    def proxy_config(self) -> Path:
+        return self.root / "kube-proxy.yaml"
+
+    @property
+    def volumes(self) -> Path:
+        """hostPath volumes of the tests and the demo (weights)."""
+        return self.root / "volumes"
+
+
+def containerd_root() -> Path:
+    return CACHE / "containerd"
+
+
+# ---- can it run here ----------------------------------------------------------
+
+
+def _missing_packages() -> list[str]:
+    missing = set()
+    for what, pkg in PACKAGES.items():
+        present = Path(what).exists() if what.startswith("/") else shutil.which(what)
+        if not present:
+            missing.add(pkg)
+    for plugin in CNI_PLUGINS:
+        if not (CNI_DIR / plugin).exists():
+            missing.add("containernetworking-plugins")
+    return sorted(missing)
+
+
+def ensure_packages(log: Log) -> None:
+    """apt-get install what the node needs, when it is missing (root only)."""
+    missing = _missing_packages()
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise RuntimeError(f"the real node needs these Debian packages: {' '.join(missing)}")
+    log(f"installing Debian packages for the real node: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for argv in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+    ):
+        r = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+
+
+def available() -> tuple[bool, str]:
+    """Whether a real node can start on this machine, and why not if not."""
+    if os.geteuid() != 0:
+        return False, "needs root (containerd, network namespaces, iptables)"
+    if not Path("/sys/fs/cgroup").exists():
+        return False, "no /sys/fs/cgroup"
+    missing = _missing_packages()
+    if missing and not shutil.which("apt-get"):
+        return False, f"missing Debian packages {' '.join(missing)} and no apt-get"
+    return True, "root, cgroups and Debian's packages"
+
+
+def claim(state_dir: Path) -> bool:
+    """Take this machine's real node for the cluster in state_dir, if free."""
+    try:
+        holder = Path(CLAIM.read_text().strip())
+    except OSError:
+        holder = None
+    if holder is not None and holder != state_dir and (holder / "state.json").exists():
+        try:
+            state = json.loads((holder / "state.json").read_text())
+        except (OSError, ValueError):
+            state = {}
+        if any(_pid_alive(int(c["pid"])) for c in state.get("components", [])):
+            return False
+    CLAIM.write_text(f"{state_dir}\n")
+    return True
+
+
+def release(state_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        if Path(CLAIM.read_text().strip()) == state_dir:
+            CLAIM.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+# ---- commands -----------------------------------------------------------------
+
+
+def run(*argv: str, check: bool = True, input: str | None = None) -> str:
+    r = subprocess.run(argv, input=input, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed (rc={r.returncode}): {r.stderr.strip()}")
+    return r.stdout
+
+
+def ctr(lay: NodeLayout, *args: str, check: bool = True) -> str:
+    return run("ctr", f"--address={lay.sock}", "--namespace=k8s.io", *args, check=check)
+
+
+# ---- network ------------------------------------------------------------------
+
+
+def _link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
+
+
+def network_up(lay: NodeLayout) -> None:
+    """The host-only address, the CNI config and the FORWARD guard."""
+    # A host address that is not loopback (the kubelet refuses 127.0.0.1 as node
+    # IP) yet exists only on this machine: a /32 on lo (this kernel has no dummy
+    # links). Pods reach it through their gateway; nothing routes it outside.
+    run("ip", "addr", "replace", f"{HOST_IP}/32", "dev", "lo")
+    # The CNI bridge plugin turns on ip_forward for its gateway; remember the
+    # machine's value so down() can put it back.
+    lay.root.mkdir(parents=True, exist_ok=True)
+    saved = lay.root / "ip_forward.saved"
+    if not saved.exists():
+        saved.write_text(Path("/proc/sys/net/ipv4/ip_forward").read_text())
+    if run("iptables", "-w", "-n", "-L", CHAIN, check=False) == "":
+        run("iptables", "-w", "-N", CHAIN)
+    run("iptables", "-w", "-F", CHAIN)
+    run("iptables", "-w", "-A", CHAIN, "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP")
+    run("iptables", "-w", "-A", CHAIN, "-o", BRIDGE, "!", "-i", BRIDGE, "-j", "DROP")
+    if (
+        subprocess.run(
+            ["iptables", "-w", "-C", "FORWARD", "-j", CHAIN], capture_output=True
+        ).returncode
+        != 0
+    ):
+        run("iptables", "-w", "-I", "FORWARD", "1", "-j", CHAIN)
+    lay.cni_conf.mkdir(parents=True, exist_ok=True)
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": CNI_NETWORK,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "isDefaultGateway": False,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(lay.ipam),
+                    "ranges": [[{"subnet": POD_SUBNET, "gateway": POD_GATEWAY}]],
+                    # No default route: pods reach services and the API server only.
+                    "routes": [{"dst": SERVICE_CIDR}, {"dst": f"{HOST_IP}/32"}],
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": False},
+        ],
+    }
+    (lay.cni_conf / "10-qms-node.conflist").write_text(json.dumps(conf, indent=2) + "\n")
+
+
+def _mounts_under(paths: list[Path]) -> list[str]:
+    found = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        target = line.split()[1].replace("\\040", " ")
+        if any(target == str(p) or target.startswith(f"{p}/") for p in paths):
+            found.append(target)
+    return found
+
+
+def _netns_of_bridge() -> list[str]:
+    """Named network namespaces whose veth peer hangs on the pod bridge."""
+    if not _link_exists(BRIDGE):
+        return []
+    out = run("ip", "-o", "link", "show", "master", BRIDGE, check=False)
+    ids = {
+        ln.split("link-netnsid")[1].split()[0] for ln in out.splitlines() if "link-netnsid" in ln
+    }
+    names = []
+    for line in run("ip", "netns", "list", check=False).splitlines():
+        parts = line.split()  # "cni-<uuid> (id: N)"
+        if len(parts) >= 3 and parts[1] == "(id:" and parts[2].rstrip(")") in ids:
+            names.append(parts[0])
+    return names
+
+
+def network_down(lay: NodeLayout) -> None:
+    for ns in _netns_of_bridge():
+        run("ip", "netns", "delete", ns, check=False)
+    if _link_exists(BRIDGE):
+        run("ip", "link", "delete", BRIDGE, check=False)
+    run("ip", "addr", "del", f"{HOST_IP}/32", "dev", "lo", check=False)
+    while (
+        subprocess.run(
+            ["iptables", "-w", "-C", "FORWARD", "-j", CHAIN], capture_output=True
+        ).returncode
+        == 0
+    ):
+        run("iptables", "-w", "-D", "FORWARD", "-j", CHAIN, check=False)
+    run("iptables", "-w", "-F", CHAIN, check=False)
+    run("iptables", "-w", "-X", CHAIN, check=False)
+    saved = lay.root / "ip_forward.saved"
+    if saved.exists():
+        Path("/proc/sys/net/ipv4/ip_forward").write_text(saved.read_text())
+
+
+# ---- the sandbox image ----------------------------------------------------------
+
+
+def _oci_tar(files: dict[str, tuple[bytes, int]], entrypoint: list[str], ref: str) -> bytes:
+    """A one-layer OCI image archive (what `ctr images import` reads), built in memory."""
+    import hashlib
+    import io
+    import tarfile
+
+    def digest(b: bytes) -> str:
+        return "sha256:" + hashlib.sha256(b).hexdigest()
+
+    layer_buf = io.BytesIO()
+    with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, (data, mode) in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            t.addfile(info, io.BytesIO(data))
+    layer = layer_buf.getvalue()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": entrypoint, "User": "65535:65535"},
+            "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest(manifest),
+                    "size": len(manifest),
+                    "annotations": {"org.opencontainers.image.ref.name": ref},
+                }
+            ],
+        }
+    ).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as t:
+        entries = {
+            "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+            "index.json": index,
+            **{f"blobs/sha256/{digest(b)[7:]}": b for b in (layer, config, manifest)},
+        }
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 0
+            t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def pause_binary(log: Log) -> Path:
+    """Kubernetes' own pause.c (from the module cache), compiled static, cached."""
+    out = CACHE / f"pause-{build.K8S_VERSION}" / "pause"
+    if out.exists():
+        return out
+    gomodcache = run("go", "env", "GOMODCACHE").strip()
+    src = Path(gomodcache) / f"k8s.io/kubernetes@{build.K8S_VERSION}/build/pause/linux/pause.c"
+    if not src.exists():
+        run("go", "mod", "download", f"k8s.io/kubernetes@{build.K8S_VERSION}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log(f"compiling the sandbox (pause) binary from {src}")
+    run(
+        "gcc", "-Os", "-Wall", "-static", f"-DVERSION={build.K8S_VERSION}", "-o", str(out), str(src)
+    )
+    return out
+
+
+def import_pause(lay: NodeLayout, log: Log) -> None:
+    if PAUSE_IMAGE in ctr(lay, "images", "ls", "-q"):
+        return
+    binary = pause_binary(log).read_bytes()
+    archive = lay.root / "pause.tar"
+    archive.write_bytes(_oci_tar({"pause": (binary, 0o755)}, ["/pause"], PAUSE_IMAGE))
+    ctr(lay, "images", "import", "--no-unpack=false", str(archive))
+    archive.unlink()
+
+
+# ---- configuration ------------------------------------------------------------------
+
+
+def containerd_toml(lay: NodeLayout) -> str:
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""\
+version = 2
+root = "{containerd_root()}"
+state = "{lay.containerd_state}"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = "{lay.sock}"
+[ttrpc]
+  address = "{lay.sock}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{containerd_root()}/opt"
+
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  # The VM's root lacks CAP_SYS_RESOURCE: lowering oom_score_adj (the sandbox
+  # asks for -998) is refused, so containerd must not try.
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  [{cri}.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [{cri}.cni]
+    bin_dir = "{CNI_DIR}"
+    conf_dir = "{lay.cni_conf}"
+    max_conf_num = 1
+"""
+
+
+@dataclass(frozen=True)
+class NodePorts:
+    kubelet: int
+    kubelet_healthz: int
+    proxy_healthz: int
+    proxy_metrics: int
+
+
+def kubelet_config(lay: NodeLayout, ports: NodePorts) -> dict[str, object]:
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": HOST_IP,
+        "port": ports.kubelet,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": ports.kubelet_healthz,
+        # The API server reaches the kubelet (logs, exec, port-forward) without a
+        # client certificate; the kubelet listens on the host-only address.
+        "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
+        "authorization": {"mode": "AlwaysAllow"},
+        "containerRuntimeEndpoint": f"unix://{lay.sock}",
+        "imageServiceEndpoint": f"unix://{lay.sock}",
+        # cgroup v1 on this VM, no systemd: cgroupfs, no QoS hierarchy.
+        "cgroupDriver": "cgroupfs",
+        "failCgroupV1": False,
+        "cgroupsPerQOS": False,
+        "enforceNodeAllocatable": [],
+        "failSwapOn": False,
+        "oomScoreAdj": 0,
+        "protectKernelDefaults": False,
+        "makeIPTablesUtilChains": False,
+        "resolvConf": "",  # no DNS for pods: nothing to ask outside this machine
+        "clusterDomain": "cluster.local",
+        "podLogsDir": str(lay.root / "pod-logs"),
+        "maxPods": 30,
+        "serializeImagePulls": False,
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {
+            "memory.available": "200Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+        },
+        "nodeStatusUpdateFrequency": "4s",
+        "syncFrequency": "10s",
+        "fileCheckFrequency": "0s",
+        "staticPodPath": "",
+    }
+
+
+def proxy_config(lay: NodeLayout, ports: NodePorts, kubeconfig: Path) -> dict[str, object]:
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": NAME,
+        "bindAddress": HOST_IP,
+        "healthzBindAddress": f"127.0.0.1:{ports.proxy_healthz}",
+        "metricsBindAddress": f"127.0.0.1:{ports.proxy_metrics}",
+        "mode": "iptables",
+        "clusterCIDR": POD_SUBNET,
+        "nodePortAddresses": [f"{HOST_IP}/32"],
+        "iptables": {
+            "localhostNodePorts": False,
+            "masqueradeAll": False,
+            "syncPeriod": "30s",
+            "minSyncPeriod": "0s",
+        },
+        # Leave the machine's conntrack settings alone.
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
+    }
+
+
+def kubelet_argv(lay: NodeLayout, kubeconfig: Path) -> list[str]:
+    labels = ",".join(f"{k}={v}" for k, v in LABELS.items())
+    return [
+        str(build.binary("kubelet")),
+        f"--config={lay.kubelet_config}",
+        f"--kubeconfig={kubeconfig}",
+        f"--root-dir={lay.kubelet_dir}",
+        f"--cert-dir={lay.kubelet_dir}/pki",
+        f"--hostname-override={NAME}",
+        f"--node-ip={HOST_IP}",
+        f"--node-labels={labels}",
+        f"--register-with-taints={TAINT_KEY}=true:NoSchedule",
+        "--v=1",
+    ]
+
+
+def proxy_argv(lay: NodeLayout) -> list[str]:
+    return [str(build.binary("kube-proxy")), f"--config={lay.proxy_config}", "--v=1"]
+
+
+def containerd_argv(lay: NodeLayout) -> list[str]:
+    return ["containerd", f"--config={lay.containerd_config}", "--log-level=warn"]
+
+
+def prepare(lay: NodeLayout, ports: NodePorts, kubeconfig: Path) -> None:
+    """Write every config file of the node (before any of its processes starts)."""
+    for d in (lay.root, lay.containerd_state, lay.kubelet_dir, lay.volumes, containerd_root()):
+        d.mkdir(parents=True, exist_ok=True)
+    lay.volumes.chmod(0o755)
+    lay.containerd_config.write_text(containerd_toml(lay))
+    lay.kubelet_config.write_text(json.dumps(kubelet_config(lay, ports), indent=2) + "\n")
+    lay.proxy_config.write_text(json.dumps(proxy_config(lay, ports, kubeconfig), indent=2) + "\n")
+
+
+def wait_containerd(lay: NodeLayout, alive: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError("containerd exited at start")
+        if lay.sock.exists() and ctr(lay, "version", check=False):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"containerd did not answer on {lay.sock} within {timeout:.0f}s")
+
+
+# ---- teardown -----------------------------------------------------------------------
+
+
+def _shims(lay: NodeLayout) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"containerd-shim-runc-v2") and str(lay.sock).encode() in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+def cleanup(lay: NodeLayout, log: Log) -> None:
+    """After kubelet and containerd stopped: whatever they left on the machine."""
+    with contextlib.suppress(KeyError, OSError):
+        subprocess.run(
+            [str(build.binary("kube-proxy")), "--cleanup"], capture_output=True, timeout=60
+        )
+    shims = _shims(lay)
+    for pid in shims:
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpgid(pid), 9)
+        with contextlib.suppress(OSError):
+            os.kill(pid, 9)
+    if shims:
+        log(f"killed {len(shims)} containerd shim(s) left running")
+        time.sleep(0.5)
+    roots = [lay.root, containerd_root()]
+    for target in sorted(_mounts_under(roots), key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True)
+    network_down(lay)
+    # Anything kube-proxy's own cleanup left (a chain per table).
+    for table in ("filter", "nat", "mangle"):
+        rules = run("iptables-save", "-t", table, check=False)
+        chains = [ln[1:].split()[0] for ln in rules.splitlines() if ln.startswith(":KUBE-")]
+        for rule in [ln for ln in rules.splitlines() if ln.startswith("-A ") and "KUBE-" in ln]:
+            argv = shlex.split(rule)[1:]
+            if not argv[0].startswith("KUBE-"):
+                subprocess.run(["iptables", "-w", "-t", table, "-D", *argv], capture_output=True)
+        for c in chains:
+            subprocess.run(["iptables", "-w", "-t", table, "-F", c], capture_output=True)
+        for c in chains:
+            subprocess.run(["iptables", "-w", "-t", table, "-X", c], capture_output=True)

@@ -1,0 +1,174 @@
+"""Helpers for the real-node e2e tests: the machine's state, the pods, the load client."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from qms_cluster import Cluster
+
+
+def _lines(*argv: str) -> set[str]:
+    r = subprocess.run(argv, capture_output=True, text=True)
+    return set(r.stdout.splitlines()) if r.returncode == 0 else set()
+
+
+def _iptables_rules() -> set[str]:
+    rules = set()
+    for table in ("filter", "nat", "mangle", "raw"):
+        for line in _lines("iptables-save", "-t", table):
+            if line.startswith(("-A", ":")):
+                rules.add(f"{table} {line.split(' [')[0]}")  # no packet counters
+    return rules
+
+
+def host_snapshot() -> dict[str, set[str]]:
+    """What a real node could leave behind on the machine."""
+    mounts = {ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()}
+    links = {ln.split(":")[1].strip().split("@")[0] for ln in _lines("ip", "-o", "link", "show")}
+    netns = {ln.split()[0] for ln in _lines("ip", "netns", "list") if ln.strip()}
+    addrs = {" ".join(ln.split()[1:4]) for ln in _lines("ip", "-o", "addr", "show")}
+    return {
+        "mounts": mounts,
+        "links": links,
+        "addresses": addrs,
+        "netns": netns,
+        "iptables": _iptables_rules(),
+    }
+
+
+def leftovers(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, list[str]]:
+    return {k: sorted(after[k] - before[k]) for k in before if after[k] - before[k]}
+
+
+def kube_json(cluster: Cluster, *args: str) -> Any:
+    return json.loads(cluster.kubectl(*args, "-o", "json").stdout)
+
+
+def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kube_json(
+        cluster, "get", "pods", "-n", namespace, "-l", selector
+    )["items"]
+    return items
+
+
+def ready_pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    out = []
+    for p in pods(cluster, namespace, selector):
+        conds = {c["type"]: c["status"] for c in p.get("status", {}).get("conditions", [])}
+        if conds.get("Ready") == "True" and not p["metadata"].get("deletionTimestamp"):
+            out.append(p)
+    return out
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for c in obj.get("status", {}).get("conditions", []):
+        if c["type"] == kind:
+            return dict(c)
+    return None
+
+
+def exec_in(
+    cluster: Cluster, namespace: str, pod: str, command: str
+) -> subprocess.CompletedProcess[str]:
+    return cluster.kubectl("exec", "-n", namespace, pod, "--", *shlex.split(command), check=False)
+
+
+@dataclass
+class LoadCounts:
+    """What a client saw: each request succeeded, was refused before it was
+    accepted (connection refused, 503 or 429 before any answer), or failed."""
+
+    sent: int = 0
+    succeeded: int = 0
+    refused: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    refusals: Counter[str] = field(default_factory=Counter)
+
+    def line(self) -> str:
+        return (
+            f"sent={self.sent} succeeded={self.succeeded} "
+            f"refused_before_acceptance={self.refused} failed={self.failed}"
+        )
+
+
+class LoadClient:
+    """Threads that keep asking the model through the Service, one new connection
+    per request (so each one goes through kube-proxy's current endpoints)."""
+
+    def __init__(self, base_url: str, model: str, threads: int = 3) -> None:
+        self.base_url, self.model = base_url, model
+        self.counts = LoadCounts()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> LoadClient:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=120)
+
+    def _record(self, outcome: str, detail: str = "") -> None:
+        with self._lock:
+            self.counts.sent += 1
+            if outcome == "ok":
+                self.counts.succeeded += 1
+            elif outcome == "refused":
+                self.counts.refused += 1
+                self.counts.refusals[detail] += 1
+            else:
+                self.counts.failed += 1
+                self.counts.failures.append(detail)
+
+    def _one(self, client: httpx.Client, i: int) -> None:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": f"count to {i % 7}"}],
+            "max_tokens": 12,
+            "temperature": 0,
+        }
+        try:
+            r = client.post(f"{self.base_url}/v1/chat/completions", json=body)
+        except httpx.ConnectError as e:
+            self._record("refused", f"connect: {type(e).__name__}")
+            return
+        except httpx.HTTPError as e:
+            self._record("failed", f"{type(e).__name__}: {e}")
+            return
+        if r.status_code in (429, 503):
+            self._record("refused", str(r.status_code))
+            return
+        if r.status_code != 200:
+            self._record("failed", f"{r.status_code}: {r.text[:200]}")
+            return
+        choice = r.json()["choices"][0]
+        if choice["finish_reason"] not in ("stop", "length"):
+            self._record("failed", f"finish_reason {choice['finish_reason']}")
+            return
+        self._record("ok")
+
+    def _run(self) -> None:
+        i = 0
+        # No keep-alive: a connection pinned to a terminating pod would hide what
+        # a new client sees, and each request tests the Service's endpoints anew.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), limits=limits) as client:
+            while not self._stop.is_set():
+                self._one(client, i)
+                i += 1
+                time.sleep(0.05)

@@ -1,0 +1,308 @@
+"""Real pods (issue 11): the images built here, run by a kubelet on a real node.
+
+A cluster of its own for this module, with the real node (`qms-node`: kubelet +
+kube-proxy + containerd + CNI bridge) beside the kwok nodes. The operator runs
+in it as a pod (`kubectl apply -k deploy/overlays/local`), and a QwenModelServer
+(deploy/demo/real-node.yaml: a tiny Qwen3 on a hostPath claim) serves through
+its Service's ClusterIP from real containers. Traffic stays on this machine:
+the host talks to ClusterIPs and pod IPs of namespaces this run created.
+
+The images are built before pytest by scripts/test.sh (`qms-cluster images`);
+the fixture loads them into the node's containerd (cached: a no-op when the
+same image is already there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai import OpenAI
+from operator_helpers import ROOT, wait_for
+from real_node_helpers import (
+    LoadClient,
+    condition,
+    exec_in,
+    host_snapshot,
+    kube_json,
+    leftovers,
+    pods,
+    ready_pods,
+)
+
+import qms_cluster
+from qms_cluster import Cluster, images, node
+from qms_cluster.cluster import node_layout
+
+NS = "qms-real"
+SERVER = "tiny-qwen"
+SELECTOR = f"app.kubernetes.io/instance={SERVER}"
+
+
+@pytest.fixture(scope="module")
+def real() -> Iterator[tuple[Cluster, dict[str, set[str]]]]:
+    ok, reason = node.available()
+    if not ok:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI machines must run the real node: {reason}")
+        pytest.skip(f"no real node here: {reason}")
+    before = host_snapshot()
+    state_dir = Path(tempfile.mkdtemp(prefix="qms-real-"))
+    c = qms_cluster.up(state_dir, real_node=True)
+    try:
+        refs = images.build_all()  # cached layers: seconds when test.sh built them
+        for ref in refs.values():
+            images.load(ref, node_layout(c))
+        yield c, before
+    finally:
+        if qms_cluster.current(state_dir) is not None:
+            qms_cluster.down(state_dir)
+
+
+@pytest.fixture(scope="module")
+def cluster_with_operator(real: tuple[Cluster, dict[str, set[str]]]) -> Cluster:
+    """The operator installed from deploy/overlays/local, running on the real node."""
+    c, _ = real
+    c.kubectl("apply", "--server-side", "-k", str(ROOT / "deploy/overlays/local"))
+    wait_for(
+        "the operator Deployment to be available",
+        lambda: (
+            c.kubectl(
+                "get",
+                "deployment",
+                "qms-operator",
+                "-n",
+                "qms-system",
+                "-o",
+                "jsonpath={.status.availableReplicas}",
+                check=False,
+            ).stdout
+            == "2"
+        ),
+        timeout=180,
+        every=1,
+    )
+    return c
+
+
+@pytest.fixture(scope="module")
+def serving(cluster_with_operator: Cluster) -> tuple[Cluster, str]:
+    """deploy/demo/real-node.yaml applied and Ready; returns (cluster, base URL)."""
+    c = cluster_with_operator
+    lay = node_layout(c)
+    weights = lay.volumes / "weights"
+    subprocess.run(
+        ["qms-runtime", "tiny-model", str(weights / "tiny-qwen3"), "--arch", "qwen3"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(["chmod", "-R", "a+rX", str(weights)], check=True)
+    manifest = (ROOT / "deploy/demo/real-node.yaml").read_text()
+    c.kubectl("create", "namespace", NS)
+    c.kubectl("apply", "-f", "-", input=manifest.replace("QMS_NODE_VOLUMES", str(lay.volumes)))
+    wait_for(
+        f"{SERVER} to be Ready",
+        lambda: (
+            (condition(kube_json(c, "get", "qms", SERVER, "-n", NS), "Ready") or {}).get("status")
+            == "True"
+        ),
+        timeout=300,
+        every=1,
+    )
+    ip = c.kubectl("get", "service", SERVER, "-n", NS, "-o", "jsonpath={.spec.clusterIP}").stdout
+    return c, f"http://{ip}:8080"
+
+
+def test_real_node_runs_beside_the_kwok_nodes(real: tuple[Cluster, dict[str, set[str]]]) -> None:
+    c, _ = real
+    nodes = {n["metadata"]["name"]: n for n in kube_json(c, "get", "nodes")["items"]}
+    assert set(nodes) == {*qms_cluster.node_names(), node.NAME}
+    real_node = nodes[node.NAME]
+    info = real_node["status"]["nodeInfo"]
+    assert info["containerRuntimeVersion"].startswith("containerd://1.")
+    assert info["kubeletVersion"] == qms_cluster.K8S_VERSION
+    assert info["kubeProxyVersion"] in ("", qms_cluster.K8S_VERSION)
+    assert {k: real_node["metadata"]["labels"][k] for k in node.LABELS} == node.LABELS
+    assert real_node["spec"]["taints"] == [
+        {"key": node.TAINT_KEY, "value": "true", "effect": "NoSchedule"}
+    ]
+    assert {"type": "InternalIP", "address": node.HOST_IP} in real_node["status"]["addresses"]
+    assert condition(real_node, "Ready")["status"] == "True"  # type: ignore[index]
+    assert "nvidia.com/gpu" not in real_node["status"]["capacity"]  # a CPU node
+    # The kwok nodes are still played by kwok.
+    assert all(
+        nodes[n]["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+        for n in qms_cluster.node_names()
+    )
+
+
+def test_operator_runs_in_the_cluster_under_its_service_account(
+    cluster_with_operator: Cluster,
+) -> None:
+    c = cluster_with_operator
+    ops = pods(c, "qms-system", "app.kubernetes.io/name=qms-operator")
+    assert len(ops) == 2
+    for p in ops:
+        assert p["spec"]["nodeName"] == node.NAME
+        assert p["spec"]["serviceAccountName"] == "qms-operator"
+        (status,) = p["status"]["containerStatuses"]
+        assert status["containerID"].startswith("containerd://")
+        assert status["image"] == "localhost/qms-operator:dev"
+        assert status["ready"] is True
+    # One holds the Lease; its metrics answer on the pod IP.
+    holder = c.kubectl(
+        "get",
+        "lease",
+        "qms-operator",
+        "-n",
+        "qms-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ).stdout
+    assert holder in {p["metadata"]["name"] for p in ops}
+    leader = next(p for p in ops if p["metadata"]["name"] == holder)
+    import httpx
+
+    metrics = httpx.get(f"http://{leader['status']['podIP']}:9090/metrics", timeout=10).text
+    assert "qms_operator_" in metrics
+    uid = exec_in(c, "qms-system", holder, "python3 -c 'import os; print(os.getuid())'")
+    assert (uid.returncode, uid.stdout.strip()) == (0, "65532")
+
+
+def test_modelserver_serves_from_a_real_pod(serving: tuple[Cluster, str]) -> None:
+    c, base = serving
+    server = kube_json(c, "get", "qms", SERVER, "-n", NS)
+    running = ready_pods(c, NS, SELECTOR)
+    assert len(running) == 2
+    ready_at = max(condition(p, "Ready")["lastTransitionTime"] for p in running)  # type: ignore[index]
+    # Ready only once the pods' readiness probes (/ready: loaded, warmed up) passed.
+    assert condition(server, "Ready")["lastTransitionTime"] >= ready_at  # type: ignore[index]
+    assert server["status"]["readyReplicas"] == 2
+    pod = running[0]
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["containerID"].startswith("containerd://")
+    assert pod["spec"]["nodeName"] == node.NAME
+    name = pod["metadata"]["name"]
+    # As the operator builds it: non-root, read-only root, no capabilities.
+    uid = exec_in(c, NS, name, "python3 -c 'import os; print(os.getuid())'")
+    assert (uid.returncode, uid.stdout.strip()) == (0, "65532")
+    touch = exec_in(c, NS, name, "touch /x")
+    assert touch.returncode != 0 and "Read-only file system" in touch.stderr
+    caps = exec_in(c, NS, name, "python3 -c \"print(open('/proc/self/status').read())\"")
+    assert "CapEff:\t0000000000000000" in caps.stdout
+    # The official client, through the Service's ClusterIP (kube-proxy).
+    client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["tiny-qwen3"]
+    answer = client.chat.completions.create(
+        model="tiny-qwen3",
+        messages=[{"role": "user", "content": "Hello from a pod?"}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+    # JSON logs, with the checksum check before the load.
+    logs = [json.loads(line) for line in c.kubectl("logs", "-n", NS, name).stdout.splitlines()]
+    messages = [entry["message"] for entry in logs]
+    assert any(m.startswith("verifying checksums in /models/tiny-qwen3") for m in messages)
+    assert any(m.startswith("ready: serving tiny-qwen3") for m in messages)
+
+
+def _generation_ready(c: Cluster) -> dict[str, Any] | None:
+    server = kube_json(c, "get", "qms", SERVER, "-n", NS)
+    ready = condition(server, "Ready") or {}
+    gen = server["metadata"]["generation"]
+    if (
+        ready.get("status") == "True"
+        and server["status"].get("observedGeneration") == gen
+        and ready.get("observedGeneration") == gen
+        and server["status"].get("updatedReplicas") == 2
+        and len(ready_pods(c, NS, SELECTOR)) == 2
+    ):
+        return dict(server)
+    return None
+
+
+def test_rollout_and_disruptions_under_load_lose_nothing(serving: tuple[Cluster, str]) -> None:
+    c, base = serving
+    seen_reconciling = []
+    with LoadClient(base, "tiny-qwen3") as load:
+        wait_for("the first answers", lambda: load.counts.succeeded >= 5, timeout=60)
+        # 1. A spec change rolls the Deployment.
+        before = {p["metadata"]["name"] for p in pods(c, NS, SELECTOR)}
+        c.kubectl(
+            "patch",
+            "qms",
+            SERVER,
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"runtime": {"batching": {"maxBatchSize": 4}}}}),
+        )
+
+        def rolled() -> dict[str, Any] | None:
+            server = kube_json(c, "get", "qms", SERVER, "-n", NS)
+            if (condition(server, "Reconciling") or {}).get("status") == "True":
+                seen_reconciling.append(server["metadata"]["generation"])
+            names = {p["metadata"]["name"] for p in ready_pods(c, NS, SELECTOR)}
+            return _generation_ready(c) if names and not names & before else None
+
+        wait_for("the rollout to finish on the new generation", rolled, timeout=300, every=0.5)
+        # 2. A pod deleted by hand.
+        victim = ready_pods(c, NS, SELECTOR)[0]["metadata"]["name"]
+        c.kubectl("delete", "pod", victim, "-n", NS, "--wait=false")
+        wait_for(
+            "a replacement for the deleted pod",
+            lambda: (
+                victim not in {p["metadata"]["name"] for p in pods(c, NS, SELECTOR)}
+                and _generation_ready(c)
+            ),
+            timeout=300,
+            every=0.5,
+        )
+        # 3. An eviction (what `kubectl drain` sends), under the PodDisruptionBudget.
+        victim = ready_pods(c, NS, SELECTOR)[0]["metadata"]["name"]
+        eviction = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": victim, "namespace": NS},
+        }
+        c.kubectl(
+            "create",
+            "--raw",
+            f"/api/v1/namespaces/{NS}/pods/{victim}/eviction",
+            "-f",
+            "-",
+            input=json.dumps(eviction),
+        )
+        wait_for(
+            "a replacement for the evicted pod",
+            lambda: (
+                victim not in {p["metadata"]["name"] for p in pods(c, NS, SELECTOR)}
+                and _generation_ready(c)
+            ),
+            timeout=300,
+            every=0.5,
+        )
+        time.sleep(2)  # a few more requests on the settled server
+    counts = load.counts
+    print(f"\nrollout under load: {counts.line()} refusals={dict(counts.refusals)}")
+    assert counts.failed == 0, counts.failures[:10]
+    assert counts.succeeded > 20
+    assert counts.sent == counts.succeeded + counts.refused
+    assert seen_reconciling, "status never said Reconciling during the rollout"
+
+
+def test_down_leaves_nothing_behind(real: tuple[Cluster, dict[str, set[str]]]) -> None:
+    c, before = real
+    qms_cluster.down(c.state_dir)
+    assert node.CLAIM.exists() is False
+    assert leftovers(before, host_snapshot()) == {}
