@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from qms_runtime.errors import install_error_handlers
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.middleware import RequestContextMiddleware
+from qms_runtime.openapi import install_openapi
 from qms_runtime.routes import router
 from qms_runtime.settings import RuntimeSettings
 from qms_runtime.state import ServerState
@@ -47,10 +48,16 @@ def create_app(
             log.info("stopped")
 
     app = FastAPI(
-        title="QMS runtime", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="QMS runtime",
+        version="v1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
     )
     app.state.qms = state
     install_error_handlers(app, settings.retry_after_seconds)
     app.include_router(router)
+    install_openapi(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

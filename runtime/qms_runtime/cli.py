@@ -20,10 +20,14 @@ _SERVE_FLAGS = (
     "max_batch_size", "max_batched_tokens", "max_queued_requests", "max_model_len",
     "verify_checksums", "api_key_file", "drain_timeout_seconds", "log_format", "log_level",
     "retry_after_seconds", "max_request_bytes", "warmup", "audio_output", "max_image_bytes",
-    "max_audio_seconds", "max_media_items", "allow_remote_media", "max_video_bytes",
+    "max_audio_seconds", "max_media_items", "allow_remote_media", "allowed_media_domains",
+    "max_video_bytes",
     "max_video_seconds", "video_fps", "max_video_frames", "mm_processor_kwargs",
-    "media_step_interval",
+    "media_step_interval", "log_prompts",
 )  # fmt: skip
+
+
+_BOOLEAN_FLAGS = ("verify_checksums", "warmup", "audio_output", "allow_remote_media", "log_prompts")
 
 
 def _add_serve(sub: Any) -> None:
@@ -32,7 +36,7 @@ def _add_serve(sub: Any) -> None:
         info = RuntimeSettings.model_fields[name]
         flag = "--" + name.replace("_", "-")
         help_text = f"{info.description} (env QMS_{name.upper()})"
-        if name in ("verify_checksums", "warmup", "audio_output", "allow_remote_media"):
+        if name in _BOOLEAN_FLAGS:
             serve.add_argument(
                 flag, dest=name, default=None, choices=["true", "false"], help=help_text
             )
@@ -66,7 +70,15 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in _SERVE_FLAGS}
     try:
         settings = load_settings(**overrides)
-    except (ValidationError, OSError, ValueError) as exc:
+    except ValidationError as exc:
+        # Without the input values: they hold every setting, the API key included.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        print(f"qms-runtime: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
         print(f"qms-runtime: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)

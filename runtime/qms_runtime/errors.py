@@ -3,21 +3,69 @@
 Body: `{"error": {"message", "type", "param", "code"}}`. 400 bad input, 401 bad or
 missing API key, 404 unknown model or route, 413 body too large, 429 overloaded (with
 Retry-After), 503 loading or draining, 500 anything unexpected.
+
+Client input that an error message repeats goes through `echo` (escaped, length-capped),
+every text of the body through `safe_text`, and the body is rendered as ASCII JSON, so
+rendering cannot fail on what a client sent. If building the answer fails all the same,
+the handler falls back to a constant 500 body (`LAST_RESORT`): the error path cannot raise.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qms_runtime.engine import EngineOverloaded, EngineUnavailable, GenerationFailed
 
 log = logging.getLogger(__name__)
+
+MAX_ECHO_CHARS = 64
+MAX_MESSAGE_CHARS = 2000
+LAST_RESORT = (
+    b'{"error":{"message":"internal server error","type":"server_error",'
+    b'"param":null,"code":"internal"}}'
+)
+
+
+def _escape(text: str) -> str:
+    """Printable characters as they are; the rest (controls, lone surrogates, ...) as
+    backslash escapes, so the result always encodes as UTF-8 and prints on one line."""
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for char in text:
+        point = ord(char)
+        if char.isprintable():
+            out.append(char)
+        elif point < 0x100:
+            out.append(f"\\x{point:02x}")
+        elif point < 0x10000:
+            out.append(f"\\u{point:04x}")
+        else:
+            out.append(f"\\U{point:08x}")
+    return "".join(out)
+
+
+def safe_text(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` as a string that renders anywhere: escaped and cut at `limit` characters."""
+    try:
+        value = text if isinstance(text, str) else str(text)
+    except Exception:
+        return "<unprintable>"
+    cut = len(value) > limit
+    escaped = _escape(value[:limit])
+    return escaped + "..." if cut else escaped
+
+
+def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """Client input quoted for an error message: escaped, at most `limit` characters."""
+    return "'" + safe_text(value, limit) + "'"
 
 
 class APIError(Exception):
@@ -49,6 +97,12 @@ def media_error(message: str, param: str, code: str = "invalid_media") -> APIErr
     return APIError(400, message, param=param, code=code)
 
 
+def media_too_large(kind: str, limit: int, param: str) -> APIError:
+    return media_error(
+        f"{param}: {kind} is over the limit of {limit} bytes", param, "media_too_large"
+    )
+
+
 def not_ready(message: str, code: str) -> APIError:
     return APIError(503, message, type="service_unavailable", code=code)
 
@@ -56,10 +110,10 @@ def not_ready(message: str, code: str) -> APIError:
 def error_body(error: APIError) -> dict[str, Any]:
     return {
         "error": {
-            "message": error.message,
-            "type": error.type,
-            "param": error.param,
-            "code": error.code,
+            "message": safe_text(error.message),
+            "type": safe_text(error.type),
+            "param": None if error.param is None else safe_text(error.param, 256),
+            "code": None if error.code is None else safe_text(error.code, 64),
         }
     }
 
@@ -75,8 +129,10 @@ def _is_field(part: str | int) -> bool:
 
 def from_validation_error(exc: ValidationError) -> APIError:
     first = exc.errors(include_url=False)[0]
-    param = ".".join(str(part) for part in first["loc"] if _is_field(part)) or None
-    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    fields = [safe_text(part, MAX_ECHO_CHARS) for part in first["loc"] if _is_field(part)]
+    param = ".".join(fields) or None
+    detail = safe_text(first["msg"], 500)
+    message = f"{param}: {detail}" if param else detail
     return bad_request(message, param=param)
 
 
@@ -105,13 +161,32 @@ def to_api_error(exc: BaseException, retry_after: int) -> APIError:
     return APIError(500, "internal server error", type="server_error", code="internal")
 
 
-def error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error_body(error), status_code=error.status, headers=error.headers)
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII characters escaped: encoding it cannot fail."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def error_response(error: APIError) -> Response:
+    """The OpenAI error response; the constant 500 if even that cannot be built."""
+    try:
+        headers = {str(k): safe_text(v, 256) for k, v in error.headers.items()}
+        return AsciiJSONResponse(error_body(error), status_code=error.status, headers=headers)
+    except Exception:
+        return last_resort_response()
+
+
+def last_resort_response() -> Response:
+    return Response(LAST_RESORT, status_code=500, media_type="application/json")
 
 
 def install_error_handlers(app: FastAPI, retry_after: int) -> None:
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(to_api_error(exc, retry_after))
+    async def handle(request: Request, exc: Exception) -> Response:
+        try:
+            return error_response(to_api_error(exc, retry_after))
+        except Exception:
+            return last_resort_response()
 
     for exc_type in (
         APIError,

@@ -13,14 +13,13 @@ import base64
 import binascii
 import importlib
 import io
-import urllib.request
 import wave
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from qms_runtime.errors import media_error
+from qms_runtime.errors import echo, media_error, media_too_large
 from qms_runtime.protocol import (
     AudioPart,
     ChatMessage,
@@ -29,6 +28,7 @@ from qms_runtime.protocol import (
     VideoFramesPart,
     VideoURLPart,
 )
+from qms_runtime.remote import RemoteFetcher
 from qms_runtime.settings import RuntimeSettings
 from qms_runtime.video import (
     MAX_FRAME_PIXELS,
@@ -44,7 +44,6 @@ AUDIO_FORMATS = frozenset({"wav", "mp3", "flac"})
 AUDIO_SAMPLING_RATE = 16_000  # what Qwen3-Omni's Whisper-style feature extractor expects
 SPEECH_SAMPLING_RATE = 24_000  # what Qwen3-Omni's code2wav produces
 MAX_IMAGE_PIXELS = 8192 * 8192  # refused before decoding (the processor resizes far below)
-_REMOTE_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -64,15 +63,6 @@ def _b64decode(data: str, param: str) -> bytes:
         raise media_error(f"{param}: corrupt base64 data ({exc})", param) from exc
 
 
-def _fetch(url: str, limit: int, param: str) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=_REMOTE_TIMEOUT_SECONDS) as response:
-            data: bytes = response.read(limit + 1)
-    except OSError as exc:
-        raise media_error(f"{param}: could not fetch {url}: {exc}", param) from exc
-    return data
-
-
 def url_bytes(
     url: str,
     kind: str,
@@ -81,35 +71,40 @@ def url_bytes(
     settings: RuntimeSettings,
     param: str,
 ) -> bytes:
-    """The bytes behind a data: URL of an accepted mime type (or an allowed http(s) URL)."""
-    if url.startswith(("http://", "https://")):
-        if not settings.allow_remote_media:
-            raise media_error(
-                f"{param}: remote {kind} URLs are not allowed on this server "
-                f"(QMS_ALLOW_REMOTE_MEDIA=false); send the {kind} as a data: URL",
-                param,
-                "remote_media_disabled",
-            )
-        data = _fetch(url, limit, param)
-    elif url.startswith("data:"):
+    """The bytes behind a data: URL of an accepted mime type, or behind an http(s) URL
+    that remote.py allows (when remote media is on)."""
+    scheme = url[: url.find(":")].lower() if ":" in url[:16] else ""
+    if scheme == "data":
         header, sep, payload = url[5:].partition(",")
         mime, _, encoding = header.partition(";")
         if not sep or encoding != "base64":
             raise media_error(f"{param}: expected a data:<mime>;base64,<data> URL", param)
         if mime.lower() not in mime_types:
             raise media_error(
-                f"{param}: mime type '{mime}' is not an accepted {kind} type "
+                f"{param}: mime type {echo(mime)} is not an accepted {kind} type "
                 f"({', '.join(sorted(mime_types))})",
                 param,
                 "unsupported_media_type",
             )
         data = _b64decode(payload, param)
-    else:
-        raise media_error(f"{param}: a {kind} URL must be a data: or http(s) URL", param)
-    if len(data) > limit:
+    elif scheme in ("http", "https") and not settings.allow_remote_media:
         raise media_error(
-            f"{param}: {kind} is over the limit of {limit} bytes", param, "media_too_large"
+            f"{param}: remote {kind} URLs are not allowed on this server "
+            f"(QMS_ALLOW_REMOTE_MEDIA=false); send the {kind} as a data: URL",
+            param,
+            "remote_media_disabled",
         )
+    elif scheme in ("http", "https"):
+        data = RemoteFetcher(settings.allowed_media_domains).fetch(url, kind, limit, param)
+    else:
+        raise media_error(
+            f"{param}: a {kind} URL must be a data: URL"
+            + (" or an http(s) URL" if settings.allow_remote_media else ""),
+            param,
+            "unsupported_url_scheme",
+        )
+    if len(data) > limit:
+        raise media_too_large(kind, limit, param)
     return data
 
 
@@ -139,7 +134,7 @@ def decode_audio(part: AudioPart, settings: RuntimeSettings, param: str) -> np.n
     audio_format = part.input_audio.format.lower()
     if audio_format not in AUDIO_FORMATS:
         raise media_error(
-            f"{param}: audio format '{part.input_audio.format}' is not accepted "
+            f"{param}: audio format {echo(part.input_audio.format)} is not accepted "
             f"({', '.join(sorted(AUDIO_FORMATS))})",
             param,
             "unsupported_media_type",

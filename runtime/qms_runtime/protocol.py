@@ -209,3 +209,16 @@ class CompletionRequest(GenerationRequest):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body (errors.py builds it)."""
+
+    error: ErrorDetail

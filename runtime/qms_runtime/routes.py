@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -16,8 +15,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
+from qms_runtime.boundary import parse_json_object, read_body
 from qms_runtime.engine import Admission
-from qms_runtime.errors import APIError, bad_request, error_body, not_ready
+from qms_runtime.errors import APIError, error_body, not_ready
 from qms_runtime.logs import request_id_var
 from qms_runtime.metrics import CONTENT_TYPE
 from qms_runtime.protocol import ChatCompletionRequest, CompletionRequest
@@ -48,21 +48,7 @@ def _check_api_key(state: ServerState, request: Request) -> None:
 
 
 async def _read_json(request: Request, limit: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
-    try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise bad_request("the body must be a JSON object")
-    return parsed
+    return parse_json_object(await read_body(request, limit))
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qms_runtime.engine import Engine, SamplingParams
-from qms_runtime.errors import APIError, bad_request, error_body, to_api_error
+from qms_runtime.errors import APIError, bad_request, echo, error_body, to_api_error
 from qms_runtime.media import parse_media, wav_bytes
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.multimodal import OmniMedia
@@ -30,6 +31,8 @@ from qms_runtime.responses import (
 )
 from qms_runtime.settings import RuntimeSettings
 from qms_runtime.textstream import IncrementalDecoder, StopChecker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class OpenAIServing:
         self._tokenizer = engine.loaded.tokenizer
         self._max_len = engine.loaded.max_model_len
         self._vocab = engine.loaded.vocab_size
+        # Prompts and answers may hold personal data: logged only when asked for.
+        self._log_text = settings is not None and settings.log_prompts
 
     # ------------------------------------------------------------ preparation
     def prepare_chat(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
@@ -96,7 +101,7 @@ class OpenAIServing:
             )
         except Exception as exc:  # a template may reject a conversation (jinja raise)
             raise bad_request(f"chat template failed: {exc}", "messages") from exc
-        prompt = self._tokenizer.encode(text, add_special_tokens=False)
+        prompt = self._encode(text, "messages", add_special_tokens=False)
         return self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
 
     def _prepare_omni(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
@@ -130,10 +135,11 @@ class OpenAIServing:
         if wanted is None:
             raise bad_request('modalities ["audio"] needs the audio parameter', "audio")
         if wanted.format != "wav":
-            raise bad_request(f"audio.format '{wanted.format}' is not supported: wav", "audio")
+            raise bad_request(f"audio.format {echo(wanted.format)} is not supported: wav", "audio")
         if wanted.voice.lower() not in media.voices:
             raise bad_request(
-                f"unknown voice '{wanted.voice}'; voices: {', '.join(media.voices)}", "audio.voice"
+                f"unknown voice {echo(wanted.voice)}; voices: {', '.join(media.voices)}",
+                "audio.voice",
             )
         if body.stream or body.n != 1:
             raise bad_request("audio output needs stream=false and n=1", "modalities")
@@ -150,18 +156,29 @@ class OpenAIServing:
         prompts: list[list[int]] = []
         for item in items:
             if isinstance(item, str):
-                prompts.append(self._tokenizer.encode(item))
+                prompts.append(self._encode(item, "prompt"))
             else:
                 if any(not 0 <= token < self._vocab for token in item):
                     raise bad_request(f"token ids must be in [0, {self._vocab})", "prompt")
                 prompts.append(list(item))
         return self._prepare(body, "completion", prompts, "prompt", f"cmpl-{request_id}")
 
+    def _encode(self, text: str, param: str, **kwargs: Any) -> list[int]:
+        """Token ids of text the boundary has checked; should the tokenizer refuse it all
+        the same, that is the client's input: 400, never 500."""
+        try:
+            return list(self._tokenizer.encode(text, **kwargs))
+        except (TypeError, ValueError) as exc:
+            raise bad_request(
+                f"{param}: the tokenizer cannot encode this text", param, code="invalid_text"
+            ) from exc
+
     def _check_common(self, body: GenerationRequest) -> None:
         if body.model != self.model_name:
             raise APIError(
                 404,
-                f"The model '{body.model}' does not exist; this server serves '{self.model_name}'.",
+                f"The model {echo(body.model)} does not exist; this server serves "
+                f"'{self.model_name}'.",
                 code="model_not_found",
                 param="model",
             )
@@ -207,6 +224,11 @@ class OpenAIServing:
         meta = ResponseMeta(
             kind, response_id, int(time.time()), self.model_name, body.return_token_ids
         )
+        if self._log_text:
+            for i, prompt in enumerate(prompts):
+                log.info(
+                    "prompt %d: %r", i, self._decode(prompt), extra={"prompt_tokens": len(prompt)}
+                )
         return PreparedRequest(
             meta=meta,
             prompts=prompts,
@@ -238,6 +260,8 @@ class OpenAIServing:
         )
         eos = self.engine.loaded.eos_token_ids
         text = self._decode(tokens)
+        if self._log_text:
+            log.info("generated 0 (speech): %r", text)
         choice = ChoiceResult(index=0, text=text, token_ids=tokens)
         choice.finish_reason = "stop" if tokens and tokens[-1] in eos else "length"
         choice.audio = {
@@ -294,6 +318,7 @@ class OpenAIServing:
             )
         else:
             events = self.engine.stream(prompt, prepared.params, prepared.arrival, index)
+        generated: list[str] = []
         # Leaving early (aclosing) cancels the sequence in the batch.
         async with aclosing(events):
             async for event in events:
@@ -304,8 +329,12 @@ class OpenAIServing:
                     text += stops.flush()
                 if stops.stopped:
                     reason = "stop"
+                if self._log_text:
+                    generated.append(text)
                 yield ChoiceDelta(index, text, event.new_token_ids, reason)
                 if reason is not None:
+                    if self._log_text:
+                        log.info("generated %d (%s): %r", index, reason, "".join(generated))
                     return
 
     def _decode(self, token_ids: list[int]) -> str:

@@ -7,12 +7,14 @@ They are parsed once, at start-up, into a frozen `RuntimeSettings`.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantization = Literal["none", "int8"]
@@ -62,6 +64,11 @@ class RuntimeSettings(BaseSettings):
     )
     log_format: LogFormat = Field(default="json", description="json for ELK, text for humans.")
     log_level: str = Field(default="INFO", description="Python log level.")
+    log_prompts: bool = Field(
+        default=False,
+        description="Log each request's prompt and generated text (INFO); off by default, "
+        "as they may hold personal data.",
+    )
     retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After sent with a 429.")
     max_request_bytes: int = Field(
         default=33_554_432,
@@ -95,8 +102,15 @@ class RuntimeSettings(BaseSettings):
     )
     allow_remote_media: bool = Field(
         default=False,
-        description="Fetch http(s) image and video URLs (pods usually have no egress); "
-        "default: only data: URLs are accepted.",
+        description="Fetch http(s) image and video URLs from the hosts in "
+        "allowed_media_domains (pods usually have no egress); default: only data: URLs.",
+    )
+    allowed_media_domains: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Hosts remote media may come from, comma-separated: exact hosts "
+        "(images.example.com, 203.0.113.7) or '*.' suffixes (*.example.com: its "
+        "subdomains). Addresses that are loopback, link-local, private or cloud metadata "
+        "are refused unless an exact entry names the host. Needed with allow_remote_media.",
     )
     max_video_bytes: int = Field(
         default=20_971_520, ge=1, description="Largest video file (decoded bytes), default 20 MiB."
@@ -119,6 +133,24 @@ class RuntimeSettings(BaseSettings):
         '{"videos_kwargs": {"size": {"shortest_edge": 256, "longest_edge": 4096}}}.',
     )
 
+    @field_validator("allowed_media_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: Any) -> Any:
+        if isinstance(value, str):  # env var or flag: "a.example.com, *.cdn.example.com"
+            value = [part for part in re.split(r"[,\s]+", value) if part]
+        if isinstance(value, list | tuple):
+            return tuple(_domain_entry(str(part)) for part in value)
+        return value
+
+    @model_validator(mode="after")
+    def _remote_media_needs_domains(self) -> RuntimeSettings:
+        if self.allow_remote_media and not self.allowed_media_domains:
+            raise ValueError(
+                "allow_remote_media needs allowed_media_domains (the hosts media may be "
+                "fetched from)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _read_api_key_file(self) -> RuntimeSettings:
         if self.api_key_file is not None:
@@ -136,6 +168,28 @@ class RuntimeSettings(BaseSettings):
     @property
     def required_api_key(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key is not None else None
+
+
+_HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_HOST = re.compile(rf"^{_HOST_LABEL}(\.{_HOST_LABEL})*$")
+
+
+def _domain_entry(entry: str) -> str:
+    """One allowed_media_domains entry, lowercased: a host name, an IP address, or
+    `*.` + host name (its subdomains)."""
+    value = entry.strip().lower().rstrip(".")
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    name = value[2:] if value.startswith("*.") else value
+    if not _HOST.match(name):
+        raise ValueError(
+            f"allowed_media_domains: {entry!r} is not a host name, an IP address or *.<host name>"
+        )
+    return value
 
 
 def load_settings(**overrides: Any) -> RuntimeSettings:

@@ -27,16 +27,27 @@ def free_port() -> int:
 class RuntimeServer:
     """`qms-runtime serve` in a subprocess on a free loopback port."""
 
-    def __init__(self, model_dir: Path, log_path: Path, **settings: Any) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        log_path: Path,
+        *,
+        launcher: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        **settings: Any,
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
         env.update({f"QMS_{k.upper()}": str(v) for k, v in settings.items()})
         env["QMS_LOG_FORMAT"] = env.get("QMS_LOG_FORMAT", "text")
+        env.update(extra_env or {})
         self._log = log_path.open("wb")
+        # A launcher is a script that prepares the process (stubs) and then runs the CLI.
+        program = [str(launcher)] if launcher is not None else ["-m", "qms_runtime.cli"]
         command = [
-            sys.executable, "-m", "qms_runtime.cli", "serve",
+            sys.executable, *program, "serve",
             "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(self.port),
         ]  # fmt: skip
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=self._log)

@@ -41,10 +41,15 @@ def completion(**fields: Any) -> dict[str, Any]:
 
 
 CASES = [
-    Case("malformed json", CHAT, b'{"model": "tiny-qwen3", "messages": [', 400),
-    Case("not utf-8", CHAT, b"\xff\xfe{}", 400),
-    Case("body is a list", CHAT, b"[1, 2]", 400),
-    Case("empty body", CHAT, b"", 400),
+    Case("malformed json", CHAT, b'{"model": "tiny-qwen3", "messages": [', 400, None, "invalid_json"),
+    Case("not utf-8", CHAT, b"\xff\xfe{}", 400, None, "invalid_encoding"),
+    Case("body is a list", CHAT, b"[1, 2]", 400, None, "invalid_json"),
+    Case("empty body", CHAT, b"", 400, None, "invalid_json"),
+    Case("lone surrogate in model", CHAT, chat(model="\ud800"), 400, "model", "invalid_unicode"),
+    Case("lone surrogate in prompt", COMPLETIONS, completion(prompt="a\udfff"), 400, "prompt", "invalid_unicode"),
+    Case("lone surrogate in a message", CHAT, chat(messages=[{"role": "user", "content": "\udbff"}]), 400, "messages.0.content", "invalid_unicode"),
+    Case("100,000-deep json", CHAT, b"[" * 100_000 + b"]" * 100_000, 400, None, "too_deep"),
+    Case("NaN temperature", CHAT, b'{"model": "tiny-qwen3", "messages": [], "temperature": NaN}', 400, None, "invalid_number"),
     Case("missing model", CHAT, {"messages": USER}, 400, "model"),
     Case("model not a string", CHAT, chat(model=7), 400, "model"),
     Case("unknown model", CHAT, chat(model="gpt-5"), 404, "model", "model_not_found"),

@@ -1,17 +1,14 @@
-"""Qwen3-Omni video input and remote media through real HTTP.
+"""Qwen3-Omni video input through real HTTP.
 
 Video comes as a file (`video_url`, frames sampled by the server at QMS_VIDEO_FPS) or as
 a list of frames (`video`). Greedy output equals `thinker.generate` on the processor's
-inputs built here from independently decoded frames. Remote URLs, when allowed, are
-fetched from a loopback HTTP server.
+inputs built here from independently decoded frames. Remote URLs: test_remote_media.py.
 """
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,31 +52,9 @@ def server(omni_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         omni_dir, tmp_path_factory.mktemp("omni-video"), served_model_name="tiny-omni",
         mm_processor_kwargs=json.dumps(TINY_VIDEO_KWARGS), video_fps=VIDEO_FPS,
         max_video_frames=4, max_video_seconds=3, max_video_bytes=20_000,
-        allow_remote_media="true", max_image_bytes=20_000,
     )  # fmt: skip
     yield server
     assert server.stop() == 0
-
-
-@pytest.fixture(scope="module")
-def files() -> Iterator[str]:
-    """A loopback HTTP server for remote media: /image.png, /video.mp4, /big.png."""
-    content = {"/image.png": IMAGE, "/video.mp4": VIDEO, "/big.png": png(120, 120)}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = content.get(self.path)
-            self.send_response(200 if body else 404)
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
 
 
 def _frames(images: list[bytes]) -> np.ndarray[Any, Any]:
@@ -118,44 +93,28 @@ def _png(frame: np.ndarray[Any, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def test_remote_media_is_fetched_when_allowed(server: RuntimeServer, files: str) -> None:
-    url = server.base_url + "/v1/chat/completions"
-    for remote, local in (
-        ({"type": "image_url", "image_url": {"url": f"{files}/image.png"}}, image_part(IMAGE)),
-        ({"type": "video_url", "video_url": {"url": f"{files}/video.mp4"}}, video_part(VIDEO)),
-    ):
-        fetched = httpx.post(url, json=chat([remote, TEXT]), timeout=120)
-        inline = httpx.post(url, json=chat([local, TEXT]), timeout=120)
-        assert fetched.status_code == inline.status_code == 200, fetched.text
-        assert fetched.json()["choices"][0]["token_ids"] == inline.json()["choices"][0]["token_ids"]
-
-
 BAD = [
-    ("corrupt video", lambda f: video_part(b"\x00\x00\x00\x18ftypmp42" + b"x" * 200),
+    ("corrupt video", video_part(b"\x00\x00\x00\x18ftypmp42" + b"x" * 200),
      "invalid_media", "not a decodable video"),
-    ("video wrong mime", lambda f: video_part(VIDEO, "video/x-flv"),
+    ("video wrong mime", video_part(VIDEO, "video/x-flv"),
      "unsupported_media_type", "'video/x-flv'"),
-    ("video too large", lambda f: video_part(b"\x00" * 20_001), "media_too_large", "20000 bytes"),
-    ("video too long", lambda f: video_part(mp4(frames=16, fps=4)), "media_too_long", "3 s"),
-    ("too many frames", lambda f: frames_part(FRAMES + FRAMES[:2]), "media_too_long",
+    ("video too large", video_part(b"\x00" * 20_001), "media_too_large", "20000 bytes"),
+    ("video too long", video_part(mp4(frames=16, fps=4)), "media_too_long", "3 s"),
+    ("too many frames", frames_part(FRAMES + FRAMES[:2]), "media_too_long",
      "5 frames"),
-    ("frame sizes differ", lambda f: frames_part([FRAMES[0], png(16, 24)]), "invalid_media",
+    ("frame sizes differ", frames_part([FRAMES[0], png(16, 24)]), "invalid_media",
      "differ in size"),
-    ("frame not an image", lambda f: {"type": "video", "video": ["data:image/png;base64,AAAA"]},
+    ("frame not an image", {"type": "video", "video": ["data:image/png;base64,AAAA"]},
      "invalid_media", "messages.0.content.0.video.0"),
-    ("remote not found", lambda f: {"type": "image_url", "image_url": {"url": f"{f}/nothing"}},
-     "invalid_media", "could not fetch"),
-    ("remote too large", lambda f: {"type": "image_url", "image_url": {"url": f"{f}/big.png"}},
-     "media_too_large", "20000 bytes"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "part", "code", "words"), BAD, ids=[c[0] for c in BAD])
-def test_bad_video_and_remote_media_are_400(
-    server: RuntimeServer, files: str, name: str, part: Any, code: str, words: str
+def test_bad_video_is_400(
+    server: RuntimeServer, name: str, part: Any, code: str, words: str
 ) -> None:
     url = server.base_url + "/v1/chat/completions"
-    response = httpx.post(url, json=chat([part(files), TEXT]), timeout=30)
+    response = httpx.post(url, json=chat([part, TEXT]), timeout=30)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == code, error
