@@ -216,7 +216,7 @@ class OpenAIServing:
             )
         params = SamplingParams(
             max_new_tokens=requested,
-            temperature=float(body.temperature),
+            temperature=_temperature(body.temperature),
             top_p=float(body.top_p),
             ignore_eos=body.ignore_eos,
             seed=body.seed,
@@ -339,6 +339,15 @@ class OpenAIServing:
 
     def _decode(self, token_ids: list[int]) -> str:
         return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
+
+
+# Like vLLM's _SAMPLING_EPS: a lower temperature samples as greedy. Logits are float32,
+# where dividing by 1e-300 overflows to inf and sampling fails for the whole batch.
+SAMPLING_EPS = 1e-5
+
+
+def _temperature(value: float) -> float:
+    return 0.0 if value < SAMPLING_EPS else float(value)
 
 
 _DONE = object()

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from runtime_support import API_KEY, RuntimeServer, auth, metric_value, start_server
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -255,6 +255,27 @@ def test_log_prompts_setting_logs_them(qwen3_dir: Path, tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
+EXTREME_SAMPLING = [
+    {"temperature": 1e-300},  # was a 500, and the batching loop died with it: 503 after
+    {"temperature": 5e-324, "seed": 7},
+    {"temperature": 1e-45, "stream": True},
+    {"top_p": 5e-324},
+    {"top_p": 1e-40, "temperature": 2.0, "n": 4},
+    {"temperature": 2.0, "seed": -(2**63)},
+    {"seed": 2**64 + 1},
+]
+
+
+@pytest.mark.parametrize("fields", EXTREME_SAMPLING, ids=[json.dumps(f) for f in EXTREME_SAMPLING])
+def test_extreme_sampling_values_in_range_are_served(
+    server: RuntimeServer, fields: dict[str, Any]
+) -> None:
+    response = post(server, CHAT, chat(**fields))
+    assert response.status_code == 200, response.text
+    _check_answer(response)
+    assert httpx.get(server.base_url + "/ready", timeout=10).status_code == 200
+
+
 def test_server_still_serves_after_the_known_classes(server: RuntimeServer) -> None:
     assert (
         metric_value(server.base_url, "qms_requests_total", {"endpoint": CHAT, "status": "500"})
@@ -375,7 +396,8 @@ def valid_body(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         "max_tokens": draw(st.integers(1, 4)),
         "stream": draw(st.booleans()),
         "n": draw(st.integers(1, 3)),
-        "temperature": draw(st.sampled_from([0.0, 0.7, 1.0])),
+        "temperature": draw(st.sampled_from([0.0, 0.7, 1.0, 2.0, 5e-324, 1e-300, 1e-6])),
+        "top_p": draw(st.sampled_from([1.0, 0.5, 5e-324, 1e-40])),
         "seed": draw(st.none() | st.integers(0, 2**32)),
     }
     if path == COMPLETIONS:
@@ -461,6 +483,7 @@ def _check_answer(response: httpx.Response) -> None:
 @FUZZ_SETTINGS
 def test_hypothesis_mutations(server: RuntimeServer, request: tuple[str, bytes, str]) -> None:
     path, raw, content_type = request
+    note(f"POST {path} Content-Type: {content_type!r} body: {raw[:2000]!r}")
     headers = {**auth(), "Content-Type": content_type}
     response = httpx.post(server.base_url + path, content=raw, headers=headers, timeout=60)
     event(f"{response.status_code} {_code(response)}")  # --hypothesis-show-statistics
