@@ -220,7 +220,10 @@ class RemoteFetcher:
         param: str,
         deadline: float,
     ) -> tuple[int, str | None, bytes]:
-        connection = self._connection(target, addresses)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _failed(kind, target.host, param, "timed out")
+        connection = self._connection(target, addresses, min(left, TIMEOUT_SECONDS))
         try:
             connection.request("GET", target.path, headers={"Accept": "*/*"})
             response = connection.getresponse()
@@ -257,7 +260,7 @@ class RemoteFetcher:
             connection.close()
 
     def _connection(
-        self, target: _Target, addresses: list[IPAddress]
+        self, target: _Target, addresses: list[IPAddress], timeout: float
     ) -> http.client.HTTPConnection:
         host = f"[{target.host}]" if ":" in target.host else target.host
         connect = self._connect
@@ -273,17 +276,20 @@ class RemoteFetcher:
 
         if target.scheme == "https":
             tls = self._tls or ssl.create_default_context()
-            return _PinnedHTTPS(host, target.port, open_socket, tls)
-        return _PinnedHTTP(host, target.port, open_socket)
+            return _PinnedHTTPS(host, target.port, open_socket, timeout, tls)
+        return _PinnedHTTP(host, target.port, open_socket, timeout)
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, open_socket: Callable[[float], socket.socket]):
-        super().__init__(host, port, timeout=TIMEOUT_SECONDS)
+    def __init__(
+        self, host: str, port: int, open_socket: Callable[[float], socket.socket], timeout: float
+    ):
+        super().__init__(host, port, timeout=timeout)
         self._open_socket = open_socket
+        self._timeout = timeout
 
     def connect(self) -> None:
-        self.sock = self._open_socket(TIMEOUT_SECONDS)
+        self.sock = self._open_socket(self._timeout)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
@@ -292,14 +298,16 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         host: str,
         port: int,
         open_socket: Callable[[float], socket.socket],
+        timeout: float,
         tls: ssl.SSLContext,
     ):
-        super().__init__(host, port, timeout=TIMEOUT_SECONDS, context=tls)
+        super().__init__(host, port, timeout=timeout, context=tls)
         self._open_socket = open_socket
+        self._timeout = timeout
         self._tls_context = tls
 
     def connect(self) -> None:
-        sock = self._open_socket(TIMEOUT_SECONDS)
+        sock = self._open_socket(self._timeout)
         self.sock = self._tls_context.wrap_socket(sock, server_hostname=self.host)
 
 

@@ -8,6 +8,7 @@ import http.server
 import ipaddress
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +20,7 @@ SECRET_BODY = b"SECRET-BODY-0xC0FFEE: internal page that must never be echoed"
 def media_files(content: dict[str, bytes]) -> Iterator[str]:
     """A loopback HTTP server for `content` (path -> bytes), plus:
     /redirect?to=URL (302 to URL), /secret (404 whose body is SECRET_BODY), /loop (302 to
-    itself). Yields its base URL on 127.0.0.1."""
+    itself), /slow (200 after a second). Yields its base URL on 127.0.0.1."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -27,6 +28,11 @@ def media_files(content: dict[str, bytes]) -> Iterator[str]:
             if path == "/redirect":
                 self.send_response(302)
                 self.send_header("Location", query.removeprefix("to="))
+                self.end_headers()
+                return
+            if path == "/slow":  # answers after a second: for the time limits
+                time.sleep(1.0)
+                self.send_response(200)
                 self.end_headers()
                 return
             if path == "/loop":

@@ -112,6 +112,7 @@ REFUSED = [
     ("redirect loop", "http://media.test:{port}/loop", "remote_fetch_failed", "more than 5 redirects", ["media.test"] * 6),
     ("not found", "http://media.test:{port}/secret?token=hush", "remote_fetch_failed", "HTTP 404", ["media.test"]),
     ("over the size limit", "http://media.test:{port}/big.png", "media_too_large", "20000 bytes", ["media.test"]),
+    ("https to a plain http server", "https://media.test:{port}/image.png", "remote_fetch_failed", "TLS failed", ["media.test"]),
 ]  # fmt: skip
 
 
@@ -135,6 +136,22 @@ def test_remote_media_refusals(
     # The host is named; the body, the path and its query are not.
     assert SECRET_BODY.decode() not in error.message
     assert "hush" not in error.message and "/secret" not in error.message
+
+
+def test_fetches_are_bounded_in_time(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from qms_runtime import remote
+
+    monkeypatch.setattr(remote, "TIMEOUT_SECONDS", 0.2)
+    started = time.monotonic()
+    error = _refused(f"http://media.test:{port}/slow", StubNetwork(HOSTS))
+    assert (error.code, "timed out" in error.message) == ("remote_fetch_failed", True)
+    assert time.monotonic() - started < 0.9  # the server would answer after 1 s
+    monkeypatch.setattr(remote, "TIMEOUT_SECONDS", 10.0)
+    monkeypatch.setattr(remote, "TOTAL_SECONDS", 0.0)  # nothing left for a first step
+    error = _refused(f"http://media.test:{port}/image.png", StubNetwork(HOSTS))
+    assert "timed out" in error.message
 
 
 def test_a_public_address_passes_the_checks() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 
 from qms_operator.builders import desired_children, unwanted_kinds
@@ -296,3 +297,26 @@ def test_speech_output_adds_the_talkers_memory() -> None:
 
 def env_of(pod: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+
+
+def test_remote_media_spec_becomes_the_runtimes_env() -> None:
+    off = env_of(deployment_pod(MINIMAL))
+    assert off["QMS_ALLOW_REMOTE_MEDIA"] == "false"
+    assert "QMS_ALLOWED_MEDIA_DOMAINS" not in off
+    remote = {"enabled": True, "allowedDomains": ["images.example.com", "*.cdn.example.com"]}
+    on = env_of(deployment_pod(with_(MINIMAL, runtime={"remoteMedia": remote})))
+    assert on["QMS_ALLOW_REMOTE_MEDIA"] == "true"
+    assert on["QMS_ALLOWED_MEDIA_DOMAINS"] == "images.example.com,*.cdn.example.com"
+
+
+def test_the_runtime_parses_the_remote_media_env_it_is_given(monkeypatch: Any) -> None:
+    """What the builder writes, the runtime's own settings parser reads back."""
+    runtime_settings = pytest.importorskip("qms_runtime.settings")  # pydantic only, no torch
+    remote = {"enabled": True, "allowedDomains": ["media.example.com", "*.cdn.test", "fd00::1"]}
+    env = env_of(deployment_pod(with_(MINIMAL, runtime={"remoteMedia": remote})))
+    for name, value in env.items():
+        if name.startswith("QMS_"):
+            monkeypatch.setenv(name, value)
+    settings = runtime_settings.RuntimeSettings()
+    assert settings.allow_remote_media is True
+    assert settings.allowed_media_domains == ("media.example.com", "*.cdn.test", "fd00::1")

@@ -113,6 +113,50 @@ def test_cel_rules() -> None:
     assert any(m.startswith("metadata.name must be at most 47 characters") for m in messages)
 
 
+def test_remote_media_sits_next_to_the_runtime_switches() -> None:
+    runtime = SCHEMA["properties"]["spec"]["properties"]["runtime"]["properties"]
+    remote = runtime["remoteMedia"]
+    assert "audioOutput" in runtime
+    assert remote["default"] == {"enabled": False, "allowedDomains": []}
+    assert remote["x-kubernetes-validations"] == [
+        {
+            "rule": "!self.enabled || size(self.allowedDomains) > 0",
+            "message": "remoteMedia.enabled needs at least one allowedDomains entry",
+            "fieldPath": ".allowedDomains",
+        }
+    ]
+    assert "ingress only" in remote["properties"]["enabled"]["description"]
+
+
+def _with_remote(remote: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.qms.io/v1alpha1",
+        "kind": "QwenModelServer",
+        "metadata": {"name": "m"},
+        "spec": {
+            "model": {"name": "qwen3", "source": {"imagePath": "/models/q"}},
+            "runtime": {"remoteMedia": remote},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "entry", ["images.example.com", "*.cdn.example.com", "203.0.113.7", "fd00:ec2::254"]
+)
+def test_allowed_domain_entries_the_schema_accepts(entry: str) -> None:
+    body = _with_remote({"enabled": True, "allowedDomains": [entry]})
+    assert list(crd_validator().iter_errors(body)) == []
+
+
+@pytest.mark.parametrize(
+    "entry", ["http://images.example.com", "*", "Images.Example.com", "a..b", "x/y", "*.*.a"]
+)
+def test_allowed_domain_entries_the_schema_refuses(entry: str) -> None:
+    body = _with_remote({"enabled": True, "allowedDomains": [entry]})
+    errors = list(crd_validator().iter_errors(body))
+    assert {error_field(e) for e in errors} == {"spec.runtime.remoteMedia.allowedDomains[0]"}
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_validate_against_the_crd(path: Any) -> None:
     errors = list(crd_validator().iter_errors(load_yaml(path)))

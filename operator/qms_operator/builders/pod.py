@@ -58,10 +58,13 @@ def _env(spec: QwenModelServerSpec) -> list[dict[str, str]]:
         "QMS_VERIFY_CHECKSUMS": str(spec.model.verify_checksums).lower(),
         "QMS_DRAIN_TIMEOUT_SECONDS": str(spec.runtime.drain_timeout_seconds),
         "QMS_AUDIO_OUTPUT": str(spec.runtime.audio_output).lower(),
+        "QMS_ALLOW_REMOTE_MEDIA": str(spec.runtime.remote_media.enabled).lower(),
         "QMS_LOG_FORMAT": "json",
         "HF_HOME": "/tmp/hf-home",
         "HF_HUB_OFFLINE": "1",
     }
+    if spec.runtime.remote_media.allowed_domains:
+        env["QMS_ALLOWED_MEDIA_DOMAINS"] = ",".join(spec.runtime.remote_media.allowed_domains)
     if spec.api_key_secret is not None:
         env["QMS_API_KEY_FILE"] = f"{API_KEY_DIR}/api-key"
     listed = [{"name": k, "value": v} for k, v in env.items()]

@@ -113,6 +113,45 @@ class EnvVar(SpecModel):
     value: str = Field(default="", description="Value.")
 
 
+# An allowedDomains entry: a host name, "*." + a host name (its subdomains), an IPv4 or an
+# IPv6 address. The runtime checks each entry again when it starts.
+MEDIA_DOMAIN = (
+    r"^(\*\.)?[a-z0-9]([-a-z0-9_]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9_]*[a-z0-9])?)*$"
+    r"|^[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}$"
+)
+
+
+class RemoteMediaSpec(SpecModel):
+    """http(s) image and video URLs in chat requests, fetched from listed hosts only."""
+
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!self.enabled || size(self.allowedDomains) > 0",
+                "remoteMedia.enabled needs at least one allowedDomains entry",
+                ".allowedDomains",
+            ),
+        )
+    }
+
+    enabled: bool = Field(
+        default=False,
+        description="Fetch http(s) media URLs (QMS_ALLOW_REMOTE_MEDIA). Off: only data: "
+        "URLs are accepted. The NetworkPolicy the operator creates restricts ingress only, "
+        "so egress is whatever the cluster's own policies allow; the allow-list below is "
+        "what keeps the runtime from fetching anything else.",
+    )
+    allowed_domains: list[Annotated[str, Field(max_length=253, pattern=MEDIA_DOMAIN)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Hosts media may come from (QMS_ALLOWED_MEDIA_DOMAINS): exact hosts "
+        "(images.example.com, 203.0.113.7) or '*.' suffixes (*.example.com: its "
+        "subdomains). Redirects must stay on the list. Addresses that are loopback, "
+        "link-local, private or cloud metadata (169.254.169.254) are refused unless an "
+        "exact entry names the host.",
+    )
+
+
 class RuntimeSpec(SpecModel):
     """The serving container: image, precision, batching knobs and extras."""
 
@@ -160,6 +199,10 @@ class RuntimeSpec(SpecModel):
         description="Spoken answers from Qwen3-Omni's talker (chat modalities "
         "[text, audio]). Off by default: the talker needs more memory, so the operator "
         "adds 8Gi to the memory requests and limits when it is on.",
+    )
+    remote_media: RemoteMediaSpec = Field(
+        default_factory=RemoteMediaSpec,
+        description="Remote media, off by default.",
     )
     drain_timeout_seconds: int = Field(
         default=30,
