@@ -274,3 +274,24 @@ def test_echo_escapes_and_caps() -> None:
     assert echo("x" * 100) == "'" + "x" * 64 + "...'"
     assert echo("caf\u00e9 \U0001f600") == "'caf\u00e9 \U0001f600'"
     assert safe_text(_Unprintable()) == "<unprintable>"
+
+
+def test_invalid_settings_never_print_the_api_key(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    secret = "sk-do-not-print-" + "S" * 16
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
+    env.update(QMS_API_KEY=secret, QMS_ALLOW_REMOTE_MEDIA="true")
+    done = subprocess.run(
+        [sys.executable, "-m", "qms_runtime.cli", "serve", "--model-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "allow_remote_media needs allowed_media_domains" in done.stderr
+    # pydantic's own message would show the input, the key cut to its first 12 characters
+    assert secret[:8] not in done.stderr + done.stdout
