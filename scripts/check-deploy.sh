@@ -42,7 +42,7 @@ echo "== hadolint"
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 echo "== rendering deploy/ with $KUBECTL"
-for k in deploy deploy/overlays/namespaced deploy/monitoring deploy/quota; do
+for k in deploy deploy/overlays/namespaced deploy/overlays/local deploy/monitoring deploy/quota; do
   "$KUBECTL" kustomize "$ROOT/$k" > "$OUT/$(echo "$k" | tr / _).yaml"
 done
 # Manifests that are applied as files, not through a kustomization.

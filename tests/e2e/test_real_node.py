@@ -20,9 +20,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from openai import OpenAI
 from operator_helpers import ROOT, wait_for
@@ -166,13 +168,14 @@ def test_operator_runs_in_the_cluster_under_its_service_account(
         "-o",
         "jsonpath={.spec.holderIdentity}",
     ).stdout
-    assert holder in {p["metadata"]["name"] for p in ops}
-    leader = next(p for p in ops if p["metadata"]["name"] == holder)
-    import httpx
-
+    # The identity is "<pod name>-<pid>" (pid 1 in the container).
+    assert holder in {f"{p['metadata']['name']}-1" for p in ops}
+    leader = next(p for p in ops if f"{p['metadata']['name']}-1" == holder)
     metrics = httpx.get(f"http://{leader['status']['podIP']}:9090/metrics", timeout=10).text
     assert "qms_operator_" in metrics
-    uid = exec_in(c, "qms-system", holder, "python3 -c 'import os; print(os.getuid())'")
+    uid = exec_in(
+        c, "qms-system", leader["metadata"]["name"], "python3 -c 'import os; print(os.getuid())'"
+    )
     assert (uid.returncode, uid.stdout.strip()) == (0, "65532")
 
 
@@ -185,6 +188,10 @@ def test_modelserver_serves_from_a_real_pod(serving: tuple[Cluster, str]) -> Non
     # Ready only once the pods' readiness probes (/ready: loaded, warmed up) passed.
     assert condition(server, "Ready")["lastTransitionTime"] >= ready_at  # type: ignore[index]
     assert server["status"]["readyReplicas"] == 2
+    for p in running:  # a figure for the notes, not a pass/fail criterion
+        created = datetime.fromisoformat(p["metadata"]["creationTimestamp"])
+        ready = datetime.fromisoformat(condition(p, "Ready")["lastTransitionTime"])  # type: ignore[index]
+        print(f"\n{p['metadata']['name']}: created to Ready in {(ready - created).seconds}s")
     pod = running[0]
     (status,) = pod["status"]["containerStatuses"]
     assert status["containerID"].startswith("containerd://")

@@ -20,7 +20,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("QMS_CACHE", Path.home() / ".cache/qms"))
 K8S_VERSION = "1.34"
-RENDERED = ["deploy", "deploy/overlays/namespaced", "deploy/monitoring", "deploy/quota"]
+RENDERED = [
+    "deploy",
+    "deploy/overlays/namespaced",
+    "deploy/overlays/local",
+    "deploy/monitoring",
+    "deploy/quota",
+]
 FILES = [
     "deploy/monitoring/keda",
     "deploy/signing",

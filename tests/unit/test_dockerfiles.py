@@ -84,34 +84,36 @@ def test_hadolint_passes_on_both_dockerfiles() -> None:
 def test_builder_installs_only_its_extra_with_the_constraints(
     dockerfile: str, extra: str, source: str
 ) -> None:
-    python, requirements, builder, final = stages(dockerfile)
-    assert [st[0][1] for st in (python, requirements, builder)] == [
+    python, requirements, deps, builder, final = stages(dockerfile)
+    assert [st[0][1] for st in (python, requirements, deps, builder)] == [
         "${BASE_IMAGE} AS python",
         "python AS requirements",
-        "python AS builder",
+        "python AS deps",
+        "deps AS builder",
     ]
     # The dependency list is read from pyproject's extra in a stage of its own...
     assert [a for i, a in requirements if i == "COPY"] == ["pyproject.toml /src/"]
     (listing,) = [a for i, a in requirements if i == "RUN"]
     assert re.findall(r'\["optional-dependencies"\]\["([a-z]+)"\]', listing) == [extra]
-    # ...then installed first, in a layer keyed by that list and the constraints
-    # (pip's cache in a cache mount), and the code alone, without dependencies.
-    deps, code = pip_installs(builder)
-    assert deps.startswith("--mount=type=cache,target=/root/.cache/pip,sharing=locked ")
-    assert "--only-binary=:all: -c .ci/constraints.txt -r requirements.txt" in deps
-    assert re.findall(r"\.\[([a-z,]+)\]", code) == [extra]
-    assert "--no-cache-dir --no-deps -c .ci/constraints.txt" in code
-    order = [a.split()[0] if i == "COPY" else i for i, a in builder if i in {"COPY", "RUN"}]
-    assert order == [
+    # ...then installed into the venv, keyed by that list and the constraints only
+    # (pip's cache in a cache mount)...
+    (install,) = pip_installs(deps)
+    assert install.startswith("--mount=type=cache,target=/root/.cache/pip,sharing=locked ")
+    assert "--only-binary=:all: -c .ci/constraints.txt -r requirements.txt" in install
+    assert [a.split()[0] for i, a in deps if i == "COPY"] == [
         ".ci/constraints.txt",
         "--from=requirements",
-        "RUN",
-        "pyproject.toml",
-        source,
-        "RUN",
     ]
-    # The final stage takes only the venv from the builder, and runs as non-root.
-    assert [a for i, a in final if i == "COPY"] == ["--from=builder /opt/qms/venv /opt/qms/venv"]
+    # ...and the code alone, without dependencies, into /opt/qms/app.
+    (code,) = pip_installs(builder)
+    assert re.findall(r"\.\[([a-z,]+)\]", code) == [extra]
+    assert "--no-cache-dir --no-deps --target /opt/qms/app -c .ci/constraints.txt" in code
+    assert [a.split()[0] for i, a in builder if i == "COPY"] == ["pyproject.toml", source]
+    # The final stage takes only the venv and the app, and runs as non-root.
+    assert [a for i, a in final if i == "COPY"] == [
+        "--from=deps /opt/qms/venv /opt/qms/venv",
+        "--from=builder /opt/qms/app /opt/qms/app",
+    ]
     assert pip_installs(final) == []
     assert [a for i, a in final if i == "USER"] == ["65532:65532"]
     assert not (apt_packages(builder) | apt_packages(final)) & COMPILERS
@@ -134,7 +136,7 @@ def test_runtime_base_matches_the_torch_cuda_build() -> None:
         "nvidia/cuda:${CUDA_VERSION}-${CUDA_FLAVOR}-ubuntu24.04"
     )
     froms = [stage[0][1] for stage in stages("Dockerfile.runtime")]
-    assert [f for f in froms if not f.startswith("python AS ")] == [
+    assert [f for f in froms if not f.startswith(("python AS ", "deps AS "))] == [
         "${BASE_IMAGE} AS python",
         "${BASE_IMAGE} AS runtime",
     ]

@@ -74,6 +74,10 @@ def _cmd_kubeconfig(args: argparse.Namespace) -> int:
 
 
 def _cmd_images(args: argparse.Namespace) -> int:
+    unknown = sorted(set(args.image) - set(images.IMAGES))
+    if unknown:
+        print(f"qms-cluster: error: no image {', '.join(unknown)}", file=sys.stderr)
+        return 2
     refs = images.build_all(names=tuple(args.image or ("operator", "runtime")))
     if args.load:
         c = cluster.current(args.state_dir)
@@ -123,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     real.add_argument(
         "--no-real-node", dest="real_node", action="store_false", help="kwok nodes only"
     )
-    parsers["images"].add_argument("image", nargs="*", choices=sorted(images.IMAGES))
+    parsers["images"].add_argument(
+        "image", nargs="*", help=f"which of {', '.join(sorted(images.IMAGES))} (default: both)"
+    )
     parsers["images"].add_argument(
         "--load", action="store_true", help="import them into the running real node's containerd"
     )

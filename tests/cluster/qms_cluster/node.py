@@ -395,7 +395,7 @@ def import_pause(lay: NodeLayout, log: Log) -> None:
     binary = pause_binary(log).read_bytes()
     archive = lay.root / "pause.tar"
     archive.write_bytes(_oci_tar({"pause": (binary, 0o755)}, ["/pause"], PAUSE_IMAGE))
-    ctr(lay, "images", "import", "--no-unpack=false", str(archive))
+    ctr(lay, "images", "import", str(archive))
     archive.unlink()
 
 
