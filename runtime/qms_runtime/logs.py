@@ -53,8 +53,30 @@ def configure_logging(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "transformers", _CB_LOGGER):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # our middleware logs each request
+    # transformers' continuous batching adds a handler of its own when its module is
+    # imported, unless propagation is already off: give it ours first.
+    cb = logging.getLogger(_CB_LOGGER)
+    cb.handlers[:] = [handler]
+    cb.propagate = False
+    _adopt_library_logs(handler, progress_bars=log_format != "json")
+
+
+def _adopt_library_logs(handler: logging.Handler, progress_bars: bool) -> None:
+    """torch installs its own log handler when imported and transformers has its own
+    default handler and progress bars on stderr: route their records through ours
+    (one JSON object per line in a pod's log) and, for JSON, drop the bars."""
+    import torch  # noqa: F401  (its import sets up the "torch" logger, replaced below)
+    from transformers.utils import logging as hf_logging
+
+    torch_logger = logging.getLogger("torch")
+    torch_logger.handlers[:] = [handler]
+    torch_logger.propagate = False
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+    if not progress_bars:
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

@@ -421,6 +421,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [metrics]
   address = ""
 
+# Collect an image's blobs and snapshots as soon as a new build replaces it under
+# the same name (the default waits for 100 mutations): a runtime image is 6 GB.
+[plugins."io.containerd.gc.v1.scheduler"]
+  mutation_threshold = 1
+  deletion_threshold = 1
+
 [plugins."io.containerd.internal.v1.opt"]
   path = "{containerd_root()}/opt"
 
