@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tarfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,3 +215,33 @@ def test_cli_sign_and_verify(key: signing.KeyPair, tmp_path: Path, capsys: Any) 
     assert "verification FAILED: no matching signatures: invalid signature when validating" in (
         capsys.readouterr().err
     )
+
+
+def test_the_operator_image_built_here_is_signed_and_verified(
+    key: signing.KeyPair, tmp_path: Path
+) -> None:
+    """The real operator image (`qms-cluster images`), not a test image, through the
+    same path; its signed digest is the manifest digest of the archive it came from."""
+    import os
+    import subprocess
+
+    from qms_cluster import images
+
+    ref = images.OPERATOR.ref
+    if shutil.which("buildah") is None or images.image_id(ref) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{ref} is not built (scripts/test.sh runs `qms-cluster images`)")
+        pytest.skip(f"{ref} is not built here")
+    archive = tmp_path / "operator.tar"
+    subprocess.run(
+        ["buildah", "push", "--quiet", ref, f"oci-archive:{archive}:dev"],
+        check=True,
+        capture_output=True,
+    )
+    signed = signing.sign_archive(
+        archive, key, tmp_path / "signed", repository="qms-io/qms-operator", tag="dev", log=log
+    )
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    assert signed.digest == index["manifests"][0]["digest"]
+    assert signing.verify_layout(signed.layout, key.public_key, log) == signed.digest

@@ -228,8 +228,8 @@ def _drain_real_node(lay: Layout, state: dict[str, Any], log: Log) -> None:
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if not node.ctr(lay.node, "tasks", "ls", "-q", check=False).split():
-            log(f"{node.NAME}: every pod stopped by the kubelet")
+        if node.idle(lay.node):
+            log(f"{node.NAME}: every pod stopped by the kubelet, its network torn down")
             return
         time.sleep(0.5)
     log(f"{node.NAME}: pods still running after 60s; cleaning up by force")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -264,24 +265,35 @@ def _mounts_under(paths: list[Path]) -> list[str]:
     return found
 
 
-def _netns_of_bridge() -> list[str]:
-    """Named network namespaces whose veth peer hangs on the pod bridge."""
+def _bridge_ports() -> tuple[list[str], list[str]]:
+    """The veths on the pod bridge and the named network namespaces of their peers."""
     if not _link_exists(BRIDGE):
-        return []
-    out = run("ip", "-o", "link", "show", "master", BRIDGE, check=False)
-    ids = {
-        ln.split("link-netnsid")[1].split()[0] for ln in out.splitlines() if "link-netnsid" in ln
-    }
-    names = []
+        return [], []
+    veths, names, ids = [], set(), set()
+    for line in run("ip", "-o", "link", "show", "master", BRIDGE, check=False).splitlines():
+        veths.append(line.split(":")[1].strip().split("@")[0])
+        # iproute2 names the peer's namespace when it has a name, else gives its id.
+        if m := re.search(r"link-netns (\S+)", line):
+            names.add(m.group(1))
+        if m := re.search(r"link-netnsid (\d+)", line):
+            ids.add(m.group(1))
     for line in run("ip", "netns", "list", check=False).splitlines():
         parts = line.split()  # "cni-<uuid> (id: N)"
         if len(parts) >= 3 and parts[1] == "(id:" and parts[2].rstrip(")") in ids:
-            names.append(parts[0])
-    return names
+            names.add(parts[0])
+    return veths, sorted(names)
+
+
+def idle(lay: NodeLayout) -> bool:
+    """No container runs and no pod network is left (CNI DEL done for each sandbox)."""
+    return not ctr(lay, "tasks", "ls", "-q", check=False).split() and not _bridge_ports()[0]
 
 
 def network_down(lay: NodeLayout) -> None:
-    for ns in _netns_of_bridge():
+    veths, namespaces = _bridge_ports()
+    for veth in veths:
+        run("ip", "link", "delete", veth, check=False)
+    for ns in namespaces:
         run("ip", "netns", "delete", ns, check=False)
     if _link_exists(BRIDGE):
         run("ip", "link", "delete", BRIDGE, check=False)
