@@ -275,6 +275,11 @@ def load(ref: str, lay: node.NodeLayout, log: Log = _stderr) -> None:
     push_err = push.stderr.read().decode(errors="replace")
     if push.wait() != 0 or imp.returncode != 0:
         raise RuntimeError(f"loading {ref} failed: {push_err.strip()} {imp.stderr.strip()}")
+    # The CRI plugin also names each image by its ID; the previous build's ID
+    # would keep its 6 GB alive after the tag moved on.
+    old = stamp.read_text() if stamp.exists() else None
+    if old and old != want:
+        node.ctr(lay, "images", "rm", old, check=False)
     stamps.mkdir(parents=True, exist_ok=True)
     stamp.write_text(want)
     log(f"loaded {ref} into the node's containerd in {time.monotonic() - t0:.0f}s")
