@@ -134,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    # The client's leader election logs every Lease renewal (every 2 s) at INFO; the
+    # operator logs its own "waiting for the Lease" and "leading as" once.
+    logging.getLogger("leaderelection").setLevel(logging.WARNING)
     if not args.verbose:  # kopf logs every handled watch event at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     start_http_server(args.metrics_port)

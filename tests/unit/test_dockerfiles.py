@@ -284,3 +284,21 @@ def test_bake_model_makes_small_verified_layers(tmp_path: Path) -> None:
     (model / "config.json").write_text('{"changed": true}')
     with pytest.raises(SystemExit, match=re.escape("checksum mismatch: config.json")):
         bake_model.bake(model, tmp_path / "out2", "qms-runtime:test")
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "base"),
+    [
+        ("Dockerfile.runtime", "nvidia/cuda:${CUDA_VERSION}-${CUDA_FLAVOR}-ubuntu24.04"),
+        ("Dockerfile.operator", "python:3.12-slim-trixie"),
+    ],
+)
+def test_every_stage_builds_on_the_base_argument_with_a_pinned_default(
+    dockerfile: str, base: str
+) -> None:
+    """checkov cannot resolve FROM ${BASE_IMAGE} (CKV_DOCKER_7 is skipped for that):
+    the default is a pinned, non-latest tag, and no stage names another base."""
+    assert args(dockerfile)["BASE_IMAGE"] == base
+    assert not base.endswith(":latest") and ":" in base
+    froms = [stage[0][1].split()[0] for stage in stages(dockerfile)]
+    assert set(froms) <= {"${BASE_IMAGE}", "python", "deps"}

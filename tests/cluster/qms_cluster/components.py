@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import build
-from .node import NodeLayout
+from .node import SERVICE_CIDR, NodeLayout
 
-SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"  # kwok hands out pod IPs from here
 NODE_IP = "10.240.0.1"
 ADMIN = "admin"

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import build
+from . import build, oci
 
 NAME = "qms-node"
 HOST_IP = "10.241.0.1"  # the control plane and the node: a /32 on lo
@@ -315,75 +315,6 @@ def network_down(lay: NodeLayout) -> None:
 # ---- the sandbox image ----------------------------------------------------------
 
 
-def _oci_tar(files: dict[str, tuple[bytes, int]], entrypoint: list[str], ref: str) -> bytes:
-    """A one-layer OCI image archive (what `ctr images import` reads), built in memory."""
-    import hashlib
-    import io
-    import tarfile
-
-    def digest(b: bytes) -> str:
-        return "sha256:" + hashlib.sha256(b).hexdigest()
-
-    layer_buf = io.BytesIO()
-    with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, (data, mode) in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), mode, 0
-            t.addfile(info, io.BytesIO(data))
-    layer = layer_buf.getvalue()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Entrypoint": entrypoint, "User": "65535:65535"},
-            "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},
-        }
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": digest(config),
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": digest(layer),
-                    "size": len(layer),
-                }
-            ],
-        }
-    ).encode()
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "manifests": [
-                {
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "digest": digest(manifest),
-                    "size": len(manifest),
-                    "annotations": {"org.opencontainers.image.ref.name": ref},
-                }
-            ],
-        }
-    ).encode()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as t:
-        entries = {
-            "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
-            "index.json": index,
-            **{f"blobs/sha256/{digest(b)[7:]}": b for b in (layer, config, manifest)},
-        }
-        for name, data in entries.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 0
-            t.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 def pause_binary(log: Log) -> Path:
     """Kubernetes' own pause.c (from the module cache), compiled static, cached."""
     out = CACHE / f"pause-{build.K8S_VERSION}" / "pause"
@@ -406,7 +337,7 @@ def import_pause(lay: NodeLayout, log: Log) -> None:
         return
     binary = pause_binary(log).read_bytes()
     archive = lay.root / "pause.tar"
-    archive.write_bytes(_oci_tar({"pause": (binary, 0o755)}, ["/pause"], PAUSE_IMAGE))
+    oci.tiny_image(archive, {"pause": binary}, tag=PAUSE_IMAGE)
     ctr(lay, "images", "import", str(archive))
     archive.unlink()
 
