@@ -13,7 +13,7 @@ import pytest
 from polling import wait_for
 
 import qms_cluster
-from qms_cluster import Cluster
+from qms_cluster import Cluster, node
 
 
 def test_server_reports_pinned_version(cluster: Cluster) -> None:
@@ -32,15 +32,20 @@ def test_build_is_a_noop_when_cached() -> None:
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stderr.splitlines() == [
-        "qms-cluster: binaries cached (k8s v1.34.4, etcd v3.6.16, kwok v0.7.0) "
-        f"under {Path.home() / '.cache' / 'qms'}"
+        "qms-cluster: binaries cached (k8s v1.34.4, etcd v3.6.16, kwok v0.7.0, "
+        f"cosign v3.1.3, crane v0.21.7) under {Path.home() / '.cache' / 'qms'}"
     ]
     cache = Path.home() / ".cache" / "qms"
-    assert r.stdout.splitlines() == [
+    expected = [
         f"k8s v1.34.4: {cache / 'k8s-v1.34.4' / 'bin'}",
         f"etcd v3.6.16: {cache / 'etcd-v3.6.16' / 'bin'}",
         f"kwok v0.7.0: {cache / 'kwok-v0.7.0' / 'bin'}",
+        f"cosign v3.1.3: {cache / 'cosign-v3.1.3' / 'bin'}",
+        f"crane v0.21.7: {cache / 'crane-v0.21.7' / 'bin'}",
     ]
+    if node.available()[0]:  # the real node's kubelet and kube-proxy, where it can run
+        expected.append(f"k8s-node v1.34.4: {cache / 'k8s-node-v1.34.4' / 'bin'}")
+    assert r.stdout.splitlines() == expected
 
 
 def _pid_gone(pid: int, start_time: int) -> bool:
@@ -65,7 +70,8 @@ def test_lifecycle_up_twice_status_crash_and_down(tmp_path: Path) -> None:
             argv, capture_output=True, text=True, timeout=300, env=dict(os.environ)
         )
 
-    first = cli("up")
+    # The kwok control plane's lifecycle; the real node's is test_real_node.py's.
+    first = cli("up", "--no-real-node")
     assert first.returncode == 0, first.stderr
     try:
         before = json.loads((state_dir / "state.json").read_text())["components"]
@@ -76,7 +82,7 @@ def test_lifecycle_up_twice_status_crash_and_down(tmp_path: Path) -> None:
             "kube-scheduler",
             "kwok",
         ]
-        second = cli("up")
+        second = cli("up", "--no-real-node")
         assert second.returncode == 0, second.stderr
         assert "already running" in second.stderr
         assert json.loads((state_dir / "state.json").read_text())["components"] == before
