@@ -254,6 +254,20 @@ def test_invalid_corpus_is_refused_by_the_api_server(
     assert case.message in res.stderr
 
 
+def quiet_writes(op: Operator, kind: str, quiet: float = 3.0, timeout: float = 30) -> int:
+    """The operator's write count for kind once it has not changed for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = op.writes(kind), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = op.writes(kind)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return last
+    raise AssertionError(f"{kind} writes did not settle within {timeout:g}s (last {last})")
+
+
 def test_drift_is_repaired_and_foreign_fields_are_left_alone(
     cluster: Cluster, op: Operator, ns: str
 ) -> None:
@@ -301,7 +315,10 @@ def test_drift_is_repaired_and_foreign_fields_are_left_alone(
     )
     assert svc["metadata"]["labels"]["team"] == "ml"  # a label the operator does not set stays
     # Scale as the HPA would (another field manager): the operator does not fight it.
-    writes = op.writes("Deployment")
+    # First let the repairs above settle: a reconcile that ran on a watch event older
+    # than its own revert of the image can write the Deployment once more (seen in
+    # one CI run of three); that write is not what this part measures.
+    writes = quiet_writes(op, "Deployment")
     cluster.kubectl("scale", "deployment/qwen3-omni", "--replicas=3", "-n", ns)
     time.sleep(8)  # more than one resync period
     assert get(cluster, "deployment", "qwen3-omni", ns)["spec"]["replicas"] == 3  # type: ignore[index]
