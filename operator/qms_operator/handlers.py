@@ -12,9 +12,9 @@ from typing import Any
 import kopf
 
 from .builders.names import LABEL_MANAGED_BY, MANAGER
-from .reconcile import WorkQueue
 from .spec import GROUP, PLURAL, VERSION
 from .store import Store
+from .workqueue import WorkQueue
 
 # (group, version, plural) of every child kind watched, and pods for status.
 CHILD_RESOURCES = [

@@ -18,9 +18,10 @@ from prometheus_client import start_http_server
 from .apply import Api
 from .builders import CHILD_KINDS
 from .handlers import register
-from .reconcile import Reconciler, WorkQueue, resync
+from .reconcile import Reconciler
 from .spec import API_VERSION, KIND
 from .store import Store
+from .workqueue import WorkQueue, resync
 
 log = logging.getLogger("qms_operator")
 LEASE_NAME = "qms-operator"

@@ -8,8 +8,8 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from qms_operator.reconcile import WorkQueue
 from qms_operator.store import Key
+from qms_operator.workqueue import WorkQueue
 
 A: Key = ("ns", "a")
 
