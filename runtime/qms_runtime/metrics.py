@@ -1,7 +1,10 @@
 """Prometheus metrics: the `vllm:` gauges gateways and autoscalers read, and `qms_*` own ones.
 
-The HPA's requests-per-second is `rate(qms_requests_total[1m])`. Each app owns its
-registry, so two apps in one process (tests) never share counters.
+`qms_requests_total` counts inference requests only (`INFERENCE_ENDPOINTS`), so the
+HPA's requests-per-second (`rate(qms_requests_total[1m])` through the Prometheus
+Adapter) and the error-rate alert never see kubelet probes or Prometheus scrapes;
+`qms_http_requests_total` counts every HTTP request, probes and scrapes included.
+Each app owns its registry, so two apps in one process (tests) never share counters.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ _LATENCY_BUCKETS = (
 )  # fmt: skip
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 300.0, 600.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+# The endpoints that run the model: what `qms_requests_total` counts.
+INFERENCE_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/predict"})
 
 
 class RuntimeMetrics:
@@ -55,7 +61,15 @@ class RuntimeMetrics:
         )
         self.requests = Counter(
             "qms_requests",
-            "HTTP requests answered, by endpoint and status code.",
+            "Inference requests answered (chat, completions, predict), by endpoint and status"
+            " code; probes, scrapes and other endpoints are not counted here.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "qms_http_requests",
+            "Every HTTP request answered (inference, probes, scrapes, the rest), by endpoint"
+            " and status code.",
             ["endpoint", "status"],
             registry=self.registry,
         )
@@ -104,7 +118,10 @@ class RuntimeMetrics:
         self.kv_cache_usage.labels(self._model).set_function(kv_usage)
 
     def count_request(self, endpoint: str, status: int) -> None:
-        self.requests.labels(endpoint=endpoint, status=str(status)).inc()
+        """One answered HTTP request; an inference one is counted in both counters."""
+        self.http_requests.labels(endpoint=endpoint, status=str(status)).inc()
+        if endpoint in INFERENCE_ENDPOINTS:
+            self.requests.labels(endpoint=endpoint, status=str(status)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

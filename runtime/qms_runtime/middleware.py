@@ -1,4 +1,4 @@
-"""Per-request context: request id (logs and `X-Request-ID`), request counter, access log."""
+"""Per-request context: request id (logs and `X-Request-ID`), request counters, access log."""
 
 from __future__ import annotations
 
@@ -9,22 +9,19 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qms_runtime.logs import request_id_var
-from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.metrics import INFERENCE_ENDPOINTS, RuntimeMetrics
 
 log = logging.getLogger("qms_runtime.access")
 
 # Endpoints counted by name; anything else is "other" so scanners cannot blow up labels.
-ENDPOINTS = frozenset(
-    {
-        "/health",
-        "/ready",
-        "/metrics",
-        "/v1/models",
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/predict",
-    }
-)
+ENDPOINTS = INFERENCE_ENDPOINTS | {
+    "/health",
+    "/ready",
+    "/metrics",
+    "/v1/models",
+    "/tokenize",
+    "/detokenize",
+}
 _QUIET = frozenset({"/health", "/ready", "/metrics"})
 
 
