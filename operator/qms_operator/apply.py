@@ -13,7 +13,6 @@ cache, which is not thread-safe (issue 18). A kind the cluster does not serve is
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import threading
@@ -27,6 +26,7 @@ from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 
 from .builders.names import MANAGER
+from .clock import utc_now
 from .metrics import API_REQUESTS
 from .spec import API_VERSION, KIND
 
@@ -254,7 +254,7 @@ class Api:
     def event(self, server: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event on a QwenModelServer; failures are not fatal."""
         meta = server["metadata"]
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = utc_now()
         body: Any = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -8,7 +8,6 @@ backoff; a watch event or the resync cuts a backoff short.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import pydantic
 
 from .apply import Api, ApiError, NotServed
 from .builders import desired_children, unwanted_kinds
+from .clock import utc_now
 from .diff import differences
 from .spec import QwenModelServerSpec, parse_spec
 from .status import MONITORING, Observed, compute_status, failed_status, replace_one_at_a_time
@@ -31,10 +31,6 @@ TERMINATING_BACKOFF = 30.0
 # Children of add-ons a cluster may lack (the Prometheus Operator's CRDs): when their
 # kind is not served, the server is Ready without them (docs/operator.md, Status).
 OPTIONAL_KINDS = frozenset({"ServiceMonitor"})
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -106,7 +102,7 @@ class Reconciler:
             self._forget(key)
             return True
         namespace, name = key
-        if self._terminating.get(namespace, 0.0) > time.monotonic():
+        if self._terminating.get(namespace, 0.0) > self._clock():
             return True
         meta = server["metadata"]
         generation = meta.get("generation", 0)
@@ -115,7 +111,7 @@ class Reconciler:
             spec = parse_spec(server.get("spec") or {})
         except pydantic.ValidationError as exc:
             error = f"invalid spec: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-            invalid = failed_status(current, generation, "InvalidSpec", error, _now())
+            invalid = failed_status(current, generation, "InvalidSpec", error, utc_now())
             if invalid != current:
                 await self._call(self.api.patch_status, namespace, name, invalid)
             if current.get("reason") != error or current.get("observedGeneration") != generation:
@@ -124,9 +120,10 @@ class Reconciler:
         replace_one = replace_one_at_a_time(
             spec, self.store.children(key).get("Deployment"), self.store.pods(key)
         )
-        changed, errors, unavailable = await self._apply_children(server, spec, replace_one)
+        desired = desired_children(name, namespace, meta["uid"], spec, replace_one)
+        changed, errors, unavailable = await self._apply_children(server, spec, desired)
         if any(TERMINATING in error for error in errors):
-            self._terminating[namespace] = time.monotonic() + TERMINATING_BACKOFF
+            self._terminating[namespace] = self._clock() + TERMINATING_BACKOFF
             return True
         seen = Observed(
             generation=generation,
@@ -137,8 +134,7 @@ class Reconciler:
             previous=current.get("conditions", []),
             unavailable=unavailable,
         )
-        desired = desired_children(name, namespace, meta["uid"], spec, replace_one)
-        status = compute_status(name, namespace, spec, desired, seen, _now())
+        status = compute_status(name, namespace, spec, desired, seen, utc_now())
         body = status.model_dump(by_alias=True, mode="json")
         self._announce(server, status.conditions, current.get("conditions", []))
         if body != current:
@@ -165,7 +161,7 @@ class Reconciler:
         message = f"reconcile failed unexpectedly ({error}); retrying, see the operator log"
         self._event(server, "Warning", "ReconcileError", message)
         current = server.get("status") or {}
-        body = failed_status(current, generation, "ReconcileError", message, _now())
+        body = failed_status(current, generation, "ReconcileError", message, utc_now())
         if body != current:
             try:
                 await self._call(self.api.patch_status, *key, body)
@@ -233,7 +229,7 @@ class Reconciler:
         return ""
 
     async def _apply_children(
-        self, server: dict[str, Any], spec: QwenModelServerSpec, replace_one: bool
+        self, server: dict[str, Any], spec: QwenModelServerSpec, desired: list[dict[str, Any]]
     ) -> tuple[list[str], list[str], list[str]]:
         """Apply the children that differ and delete the unwanted ones, all at once.
 
@@ -246,9 +242,7 @@ class Reconciler:
         live = self.store.children(key)
         wanted = [
             child
-            for child in desired_children(
-                meta["name"], meta["namespace"], meta["uid"], spec, replace_one
-            )
+            for child in desired
             if child["kind"] not in live or differences(child, live[child["kind"]])
         ]
         kinds = {c["kind"] for c in wanted}

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 from typing import Any
 
+import pytest
+
 from qms_operator.apply import ApiError, NotServed
+from qms_operator.builders import desired_children
+from qms_operator.clock import utc_now
 from qms_operator.reconcile import Reconciler
 from qms_operator.store import Store
 
@@ -224,3 +229,32 @@ def test_an_invalid_spec_is_reported_once() -> None:
     assert [reason for reason, _ in warnings(api)] == ["InvalidSpec"]
     assert condition(store, "Stalled")[:2] == ("True", "InvalidSpec")
     assert status(store)["phase"] == "Failed"
+
+
+def test_the_children_are_built_once_per_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same desired children are applied and judged by status: built once."""
+    calls: list[tuple[str, str]] = []
+
+    def counted(server: str, namespace: str, *args: Any) -> list[dict[str, Any]]:
+        calls.append((namespace, server))
+        return desired_children(server, namespace, *args)
+
+    monkeypatch.setattr("qms_operator.reconcile.desired_children", counted)
+    reconciler, api, _, _ = setup()
+    assert reconcile(reconciler) is True
+    assert calls == [KEY]
+    built = ["Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service"]
+    assert sorted(api.applied) == built
+    assert reconcile(reconciler) is True  # nothing differs: built once more, nothing applied
+    assert calls == [KEY, KEY]
+    assert sorted(api.applied) == built
+
+
+def test_condition_times_are_whole_seconds_in_utc() -> None:
+    reconciler, _, store, _ = setup()
+    reconcile(reconciler)
+    stamps = {c["lastTransitionTime"] for c in status(store)["conditions"]}
+    assert len(stamps) == 1
+    [stamp] = stamps
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp), stamp
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", utc_now())
