@@ -7,9 +7,9 @@ import json
 import math
 from typing import Any
 
-from ..diff import parse_quantity
 from ..spec import QwenModelServerSpec
 from ..spec.model import MODEL_MOUNT_PATH
+from ..spec.quantity import parse_quantity
 from .names import (
     HTTP_PORT,
     LABEL_REVISION,
