@@ -2,6 +2,12 @@
 
 Reconciles read only from here, so a reconcile with nothing to change sends no
 request at all. Bodies are kept slim (no managedFields) to bound memory.
+
+Children come from two sources: watch events and the operator's own apply
+responses. A watch stream lags, so an event can arrive after the operator stored
+the answer to its own later write; such an event is older than what is stored and
+is not kept (``_older``). Otherwise the next reconcile would see the drift it had
+just repaired, and write it again.
 """
 
 from __future__ import annotations
@@ -32,6 +38,21 @@ def slim(body: Any) -> dict[str, Any]:
         }
     out["metadata"] = meta
     return out
+
+
+def _version(body: Any) -> int | None:
+    value = body["metadata"].get("resourceVersion")
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+def _older(body: Any, stored: Any | None) -> bool:
+    """Whether ``body`` is an older version of the very object ``stored`` (same uid, a
+    lower resourceVersion). resourceVersions are compared only within one object,
+    where the API server's are etcd revisions; anything else counts as newer."""
+    if stored is None or body["metadata"].get("uid") != stored["metadata"].get("uid"):
+        return False
+    new, old = _version(body), _version(stored)
+    return new is not None and old is not None and new < old
 
 
 def owner(body: Any) -> str | None:
@@ -78,11 +99,14 @@ class Store:
         slot = meta["name"] if is_pod else body["kind"]
         if not is_pod and meta["name"] != server:
             return None  # not one of the server's children (they share its name)
+        stored = table.get(key, {}).get(slot)
         if deleted:
+            if stored is not None and stored["metadata"].get("uid") != meta.get("uid"):
+                return key  # an earlier object of that name: its successor stays
             table[key].pop(slot, None)
             if not table[key]:
                 del table[key]
-        else:
+        elif not _older(body, stored):
             table[key][slot] = slim(body)
         return key
 

@@ -44,6 +44,7 @@ class FakeApi:
         self.attempts: list[str] = []
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
+        self.version = 100  # the API server's resourceVersion of the last write
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.attempts.append(obj["kind"])
@@ -51,7 +52,10 @@ class FakeApi:
             raise self.answers[obj["kind"]]
         self.applied.append(obj["kind"])
         live = copy.deepcopy(obj)
-        live["metadata"].update(uid=f"uid-{obj['kind']}", generation=1)
+        self.version += 1
+        live["metadata"].update(
+            uid=f"uid-{obj['kind']}", generation=1, resourceVersion=str(self.version)
+        )
         if obj["kind"] == "Deployment":
             live["status"] = DONE  # the cluster converged at once
         return live
@@ -258,3 +262,32 @@ def test_condition_times_are_whole_seconds_in_utc() -> None:
     [stamp] = stamps
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp), stamp
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", utc_now())
+
+
+def test_a_watch_event_older_than_the_repair_does_not_repeat_it() -> None:
+    """The drift test's extra write: the repair of a hand edit is stored, then the
+    watch delivers the hand-edited object's later status writes; they are older than
+    the repair and bring back no drift to repair again."""
+    reconciler, api, store, _ = setup()
+    reconcile(reconciler)
+    repaired = copy.deepcopy(store.children(KEY)["Deployment"])
+    edited = copy.deepcopy(repaired)
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "evil.example.com/x:1"
+    edit = api.version + 1  # the hand edit, then a status write of the controller
+    edited["metadata"]["resourceVersion"] = str(edit)
+    api.version = edit + 1
+    store.put_child(edited)  # the hand edit's watch event
+    assert reconcile(reconciler) is True
+    assert api.applied.count("Deployment") == 2  # repaired once
+    fixed = store.children(KEY)["Deployment"]
+    assert (
+        fixed["spec"]["template"]["spec"]["containers"][0]["image"]
+        == (repaired["spec"]["template"]["spec"]["containers"][0]["image"])
+    )
+    late = copy.deepcopy(edited)  # the controller's status write of the edited object
+    assert fixed["metadata"]["resourceVersion"] == str(edit + 2)
+    late["metadata"]["resourceVersion"] = str(edit + 1)
+    late["status"] = {**DONE, "observedGeneration": 2}
+    store.put_child(late)
+    assert reconcile(reconciler) is True
+    assert api.applied.count("Deployment") == 2  # not written again

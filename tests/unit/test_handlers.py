@@ -1,0 +1,46 @@
+"""Which kinds the operator watches: every kind it builds, and pods."""
+
+from __future__ import annotations
+
+import kopf
+from test_resources import PLURALS
+
+from qms_operator.builders import CHILD_KINDS
+from qms_operator.handlers import CHILD_RESOURCES, plural, register, resource
+from qms_operator.spec import KIND
+from qms_operator.store import Store
+from qms_operator.workqueue import WorkQueue
+
+
+def test_every_built_kind_is_watched_and_pods_too() -> None:
+    built = [resource(api_version, kind) for api_version, kind, _, _ in CHILD_KINDS]
+    assert [*built, ("", "v1", "pods")] == CHILD_RESOURCES
+    assert ("monitoring.coreos.com", "v1", "servicemonitors") in CHILD_RESOURCES
+    assert ("apps", "v1", "deployments") in CHILD_RESOURCES
+    assert ("", "v1", "services") in CHILD_RESOURCES
+
+
+def test_plurals_are_the_ones_discovery_serves() -> None:
+    assert {kind: plural(kind) for _, kind, _, _ in CHILD_KINDS} == {
+        kind: name for kind, name in PLURALS.items() if kind != KIND
+    }
+    assert plural("NetworkPolicy") == "networkpolicies"
+    assert plural("Ingress") == "ingresses"
+    assert plural("ServiceMonitor") == "servicemonitors"
+
+
+async def _work(key: tuple[str, str]) -> bool:
+    return True
+
+
+def test_one_event_handler_per_watched_resource_and_the_servers() -> None:
+    registry = kopf.OperatorRegistry()
+    register(registry, Store(), WorkQueue(_work))
+    handlers = registry._watching.get_all_handlers()
+    assert sorted(h.id for h in handlers) == sorted(
+        ["modelserver", *(f"child-{p}" for _, _, p in CHILD_RESOURCES)]
+    )
+    assert {(h.selector.group, h.selector.version, h.selector.any_name) for h in handlers} == {
+        ("serving.qms.io", "v1alpha1", "modelservers"),
+        *CHILD_RESOURCES,
+    }
