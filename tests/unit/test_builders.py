@@ -320,3 +320,12 @@ def test_the_runtime_parses_the_remote_media_env_it_is_given(monkeypatch: Any) -
     settings = runtime_settings.RuntimeSettings()
     assert settings.allow_remote_media is True
     assert settings.allowed_media_domains == ("media.example.com", "*.cdn.test", "fd00::1")
+
+
+def test_the_runtime_leaves_its_last_words_where_status_reads_them() -> None:
+    """issue 20: a fatal start-up error reaches lastState.terminated.message; a crash
+    without one leaves the log's tail there instead."""
+    for spec in (SEED["spec"], MINIMAL):
+        [container] = deployment_pod(spec)["containers"]
+        assert container["terminationMessagePath"] == "/dev/termination-log"
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"

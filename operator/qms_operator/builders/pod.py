@@ -26,6 +26,8 @@ AUDIO_OUTPUT_MEMORY = 8 * 2**30
 API_KEY_DIR = "/var/run/secrets/qms"
 PRESTOP_SLEEP_SECONDS = 5
 RUN_AS_USER = 65532  # the runtime image's user
+# Where the runtime writes its last words (the Kubernetes default, set explicitly).
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 
 def spec_hash(spec: QwenModelServerSpec) -> str:
@@ -173,6 +175,10 @@ def _container(spec: QwenModelServerSpec, mounts: list[dict[str, Any]]) -> dict[
         **_probes(spec),
         # Let endpoints drop the pod before the runtime starts draining.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        # The runtime writes a fatal start-up error here (one line); a crash without
+        # one leaves the log's tail instead. Status and a Warning Event carry either.
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
