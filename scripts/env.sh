@@ -1,21 +1,41 @@
 # Sourced by the scripts in this folder: makes (once) and activates the Python
 # environment. It lives outside the repository, under ~/.cache/qms/, keyed by
-# a hash of both pyproject.toml files and .ci/constraints.txt, so a warm machine reuses it
-# and a changed dependency list builds a new one. pip's own cache stays warm in
+# a hash of the dependency lists of both pyproject.toml files and of
+# .ci/constraints.txt (not of tool settings), so a warm machine reuses it and a
+# changed dependency list builds a new one; a lock keeps two shells from building
+# the same one at once. pip's own cache stays warm in
 # ~/.cache/pip, so a cold venv does not download torch again.
 set -euo pipefail
 QMS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QMS_CACHE=${QMS_CACHE:-$HOME/.cache/qms}
-_key=$(cat "$QMS_ROOT/pyproject.toml" "$QMS_ROOT/tests/cluster/pyproject.toml" "$QMS_ROOT/.ci/constraints.txt" | sha256sum | cut -c1-12)
+_key=$(python3 - "$QMS_ROOT" <<'PY'
+import hashlib, json, sys, tomllib
+root = sys.argv[1]
+tables = []
+for path in (f"{root}/pyproject.toml", f"{root}/tests/cluster/pyproject.toml"):
+    with open(path, "rb") as f:
+        project = tomllib.load(f)["project"]
+    tables.append([project.get("dependencies"), project.get("optional-dependencies")])
+with open(f"{root}/.ci/constraints.txt", "rb") as f:
+    constraints = f.read().decode()
+digest = hashlib.sha256(json.dumps([tables, constraints, sys.version_info[:2]]).encode())
+print(digest.hexdigest()[:12])
+PY
+)
 QMS_VENV=$QMS_CACHE/venv-py$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')-$_key
+mkdir -p "$QMS_CACHE"
 if [ ! -x "$QMS_VENV/bin/.qms-ready" ]; then
-  echo "== setting up the Python environment in $QMS_VENV (first time: several minutes, torch is large)"
-  rm -rf "$QMS_VENV"
-  mkdir -p "$QMS_CACHE"
-  python3 -m venv "$QMS_VENV"
-  "$QMS_VENV/bin/pip" install --quiet --upgrade pip
-  "$QMS_VENV/bin/pip" install --quiet -c "$QMS_ROOT/.ci/constraints.txt" "$QMS_ROOT[dev]"
-  printf '#!/bin/sh\n' > "$QMS_VENV/bin/.qms-ready" && chmod +x "$QMS_VENV/bin/.qms-ready"
+  exec 9>"$QMS_VENV.lock"
+  flock 9
+  if [ ! -x "$QMS_VENV/bin/.qms-ready" ]; then
+    echo "== setting up the Python environment in $QMS_VENV (first time: several minutes, torch is large)"
+    rm -rf "$QMS_VENV"
+    python3 -m venv "$QMS_VENV"
+    "$QMS_VENV/bin/pip" install --quiet --upgrade pip
+    "$QMS_VENV/bin/pip" install --quiet -c "$QMS_ROOT/.ci/constraints.txt" "$QMS_ROOT[dev]"
+    printf '#!/bin/sh\n' > "$QMS_VENV/bin/.qms-ready" && chmod +x "$QMS_VENV/bin/.qms-ready"
+  fi
+  exec 9>&-
 fi
 # The venv is shared between clones: point its editable installs of qms and of
 # the test control plane (qms-cluster, a separate distribution: not in the
