@@ -20,8 +20,9 @@ from .apply import Api, ApiError, NotServed
 from .builders import desired_children, unwanted_kinds
 from .clock import utc_now
 from .diff import differences
+from .rollout import replace_one_at_a_time
 from .spec import QwenModelServerSpec, parse_spec
-from .status import MONITORING, Observed, compute_status, failed_status, replace_one_at_a_time
+from .status import MONITORING, Observed, compute_status, failed_status
 from .store import Key, Store
 
 log = logging.getLogger("qms_operator")

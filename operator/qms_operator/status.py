@@ -12,6 +12,8 @@ from typing import Any
 
 from .builders import service_url
 from .builders.names import SPEC_HASH_ANNOTATION
+from .rollout import dig as _get
+from .rollout import rollout
 from .spec import ChildStatus, Condition, Phase, QwenModelServerSpec, QwenModelServerStatus
 
 IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -42,14 +44,6 @@ def not_served(desired: dict[str, Any]) -> str:
         "cluster (install the Prometheus Operator's CRDs, or set "
         "spec.monitoring.serviceMonitor: false)"
     )
-
-
-def _get(obj: Any, *path: str, default: Any = None) -> Any:
-    for key in path:
-        if not isinstance(obj, dict) or key not in obj:
-            return default
-        obj = obj[key]
-    return obj
 
 
 def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
@@ -84,70 +78,6 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                     "failed (raise probes.startup.budgetSeconds if the model loads slowly)"
                 )
     return None
-
-
-def _gpu_short(pod: dict[str, Any], resource: str) -> bool:
-    return any(
-        cond.get("reason") == "Unschedulable"
-        and f"Insufficient {resource}" in cond.get("message", "")
-        for cond in _get(pod, "status", "conditions", default=[])
-    )
-
-
-def replace_one_at_a_time(
-    spec: QwenModelServerSpec, deployment: dict[str, Any] | None, pods: list[dict[str, Any]]
-) -> bool:
-    """GPU-aware rollout: replace pods one at a time when no GPU is free for a surge pod.
-
-    Chosen while a rollout is under way, old pods serve, and a pod of the new template
-    cannot be scheduled for lack of GPUs; kept until that rollout completes.
-    """
-    if spec.resources.gpu.count == 0 or deployment is None:
-        return False
-    if rollout(deployment)[0]:
-        return False
-    strategy = _get(deployment, "spec", "strategy", "rollingUpdate", default={})
-    if strategy.get("maxSurge") == 0:
-        return True
-    serving = _get(deployment, "status", "readyReplicas", default=0) > 0
-    template_hash = _get(
-        deployment, "spec", "template", "metadata", "annotations", SPEC_HASH_ANNOTATION
-    )
-    new = [
-        p for p in pods if _get(p, "metadata", "annotations", SPEC_HASH_ANNOTATION) == template_hash
-    ]
-    return serving and any(_gpu_short(p, spec.resources.gpu.resource_name) for p in new)
-
-
-def rollout(
-    deployment: dict[str, Any] | None, least: int = 0
-) -> tuple[bool, str, tuple[str, str] | None]:
-    """(complete, progress message, blocking problem) of a Deployment's rollout.
-
-    ``least``: replicas required whatever the Deployment says (the HPA's minimum,
-    which the HPA applies a few seconds after the Deployment is created).
-    """
-    if deployment is None:
-        return False, "Deployment not created yet", None
-    status = deployment.get("status") or {}
-    for cond in status.get("conditions", []):
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return False, "rollout stuck", ("ProgressDeadlineExceeded", cond.get("message", ""))
-        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
-            return False, "rollout stuck", ("ReplicaFailure", cond.get("message", ""))
-    if status.get("observedGeneration", 0) < _get(deployment, "metadata", "generation", default=0):
-        return False, "Deployment change not yet seen by its controller", None
-    want = max(_get(deployment, "spec", "replicas", default=1), least)
-    updated = status.get("updatedReplicas", 0)
-    total = status.get("replicas", 0)
-    available = status.get("availableReplicas", 0)
-    if updated < want:
-        return False, f"rollout: {updated}/{want} pods on the current spec", None
-    if total > updated:
-        return False, f"rollout: {total - updated} old pods still running", None
-    if available < want:
-        return False, f"rollout: {available}/{want} pods available", None
-    return True, f"{available}/{want} replicas ready", None
 
 
 def _condition(
