@@ -169,6 +169,15 @@ PRINTER_COLUMNS = [
 ]
 
 
+# kubectl scale, an HPA or KEDA aimed at the server: spec.replicas is the count,
+# status.replicas every pod of the Deployment, status.selector the pods' selector.
+SCALE = {
+    "specReplicasPath": ".spec.replicas",
+    "statusReplicasPath": ".status.replicas",
+    "labelSelectorPath": ".status.selector",
+}
+
+
 def crd() -> dict[str, Any]:
     """The whole CustomResourceDefinition object."""
     return {
@@ -194,7 +203,7 @@ def crd() -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}, "scale": SCALE},
                     "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {"openAPIV3Schema": openapi_schema()},
                 }

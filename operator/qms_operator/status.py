@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .builders import service_url
-from .builders.names import SPEC_HASH_ANNOTATION
+from .builders.names import SPEC_HASH_ANNOTATION, selector_string
 from .rollout import dig as _get
 from .rollout import rollout
 from .spec import ChildStatus, Condition, Phase, QwenModelServerSpec, QwenModelServerStatus
 
 IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+# A container's termination message as status and Events carry it: one line, at most
+# this long (the end is kept: a log tail's last line is its error).
+LAST_WORDS_MAX = 512
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,43 @@ def not_served(desired: dict[str, Any]) -> str:
     )
 
 
+def one_line(text: str, limit: int = LAST_WORDS_MAX) -> str:
+    """``text`` on one line (lines joined by " | ", runs of spaces made one), its last
+    ``limit`` characters when longer, starting with "..."."""
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    joined = " | ".join(line for line in lines if line)
+    return joined if len(joined) <= limit else "..." + joined[-(limit - 3) :]
+
+
+def _crashed(cs: dict[str, Any]) -> dict[str, Any]:
+    """The container's last termination if it failed: now, or before its restart."""
+    now = _get(cs, "state", "terminated", default={})
+    if now and now.get("exitCode", 0) != 0:
+        return dict(now)
+    return dict(_get(cs, "lastState", "terminated", default={}))
+
+
+def last_words(pods: list[dict[str, Any]]) -> str:
+    """The first failed container's termination message among ``pods`` (one line,
+    capped): what the runtime wrote to /dev/termination-log, or its log's tail."""
+    for pod in pods:
+        for cs in _get(pod, "status", "containerStatuses", default=[]):
+            words = one_line(_crashed(cs).get("message") or "")
+            if words:
+                return words
+    return ""
+
+
+def _saying(text: str, words: str) -> str:
+    return f"{text}: {words}" if words else text
+
+
 def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """The first reason a pod of the current template cannot serve, if any."""
+    """The first reason a pod of the current template cannot serve, if any.
+
+    A container that failed (terminated now, or in CrashLoopBackOff) is named with its
+    exit and its termination message, when it left one.
+    """
     for pod in pods:
         name = _get(pod, "metadata", "name", default="?")
         for cond in _get(pod, "status", "conditions", default=[]):
@@ -55,7 +93,9 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                 return "Unschedulable", f"pod {name} cannot be scheduled: {cond.get('message', '')}"
         for cs in _get(pod, "status", "containerStatuses", default=[]):
             waiting = _get(cs, "state", "waiting", default={})
-            last = _get(cs, "lastState", "terminated", default={})
+            last = _crashed(cs)
+            words = one_line(last.get("message") or "")
+            exited = f"exit {last.get('exitCode', '?')} {last.get('reason', '')}".strip()
             why = waiting.get("reason", "")
             detail = waiting.get("message", "")
             if why in IMAGE_PULL:
@@ -66,16 +106,20 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
             if why in CONFIG_ERRORS:
                 return "ContainerConfigError", f"pod {name}: {why} {detail}"
             if last.get("reason") == "OOMKilled":
-                return "OOMKilled", f"pod {name} ran out of memory; raise resources.limits.memory"
-            if why == "CrashLoopBackOff":
-                return "CrashLoop", (
-                    f"pod {name} keeps crashing (exit {last.get('exitCode', '?')} "
-                    f"{last.get('reason', '')}); see its logs"
+                return "OOMKilled", _saying(
+                    f"pod {name} ran out of memory; raise resources.limits.memory", words
                 )
+            if why == "CrashLoopBackOff":
+                if words:
+                    return "CrashLoop", f"pod {name} keeps crashing ({exited}): {words}"
+                return "CrashLoop", f"pod {name} keeps crashing ({exited}); see its logs"
+            if _get(cs, "state", "terminated", "exitCode", default=0) != 0:
+                return "CrashLoop", _saying(f"pod {name} exited ({exited})", words)
             if cs.get("restartCount", 0) > 0 and last.get("exitCode") == 137:
-                return "ProbeFailing", (
+                return "ProbeFailing", _saying(
                     f"pod {name} was killed and restarted: its startup or liveness probe "
-                    "failed (raise probes.startup.budgetSeconds if the model loads slowly)"
+                    "failed (raise probes.startup.budgetSeconds if the model loads slowly)",
+                    words,
                 )
     return None
 
@@ -114,6 +158,27 @@ def _child(
     return ChildStatus(kind=kind, name=name, ready=True)
 
 
+def _template_hash(desired: list[dict[str, Any]]) -> str:
+    return str(
+        next(
+            c["spec"]["template"]["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+            for c in desired
+            if c["kind"] == "Deployment"
+        )
+    )
+
+
+def current_pods(desired: list[dict[str, Any]], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods of the desired pod template that are not being deleted."""
+    want = _template_hash(desired)
+    return [
+        p
+        for p in pods
+        if _get(p, "metadata", "annotations", SPEC_HASH_ANNOTATION) == want
+        and not _get(p, "metadata", "deletionTimestamp")
+    ]
+
+
 def compute_status(
     server: str,
     namespace: str,
@@ -124,20 +189,11 @@ def compute_status(
 ) -> QwenModelServerStatus:
     """The status to write, from the desired children and what was observed."""
     deployment = seen.children.get("Deployment")
-    want_hash = next(
-        c["spec"]["template"]["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
-        for c in desired
-        if c["kind"] == "Deployment"
-    )
+    want_hash = _template_hash(desired)
     live_hash = _get(
         deployment, "spec", "template", "metadata", "annotations", SPEC_HASH_ANNOTATION
     )
-    new_pods = [
-        p
-        for p in seen.pods
-        if _get(p, "metadata", "annotations", SPEC_HASH_ANNOTATION) == want_hash
-        and not _get(p, "metadata", "deletionTimestamp")
-    ]
+    new_pods = current_pods(desired, seen.pods)
     least = spec.autoscaling.min_replicas if spec.autoscaling.enabled else 0
     done, progress, blocked = rollout(deployment, least)
     problem = pod_problem(new_pods) or blocked
@@ -212,6 +268,7 @@ def compute_status(
         replicas=dep_status.get("replicas", 0),
         ready_replicas=ready_replicas,
         updated_replicas=dep_status.get("updatedReplicas", 0),
+        selector=selector_string(server),
         url=service_url(server, namespace, spec.service.port),
         reason=line,
         conditions=conditions,

@@ -29,7 +29,14 @@ def test_names_and_scope() -> None:
     assert spec["names"]["shortNames"] == ["qms"]
     version = spec["versions"][0]
     assert version["name"] == "v1alpha1"
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
 
 
 def test_printer_columns() -> None:

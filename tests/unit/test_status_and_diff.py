@@ -61,6 +61,16 @@ def test_ready_when_the_rollout_is_complete() -> None:
     assert all(c.ready for c in status.children)
 
 
+def test_scale_subresource_fields_are_total_pods_and_the_selector_string() -> None:
+    """status.replicas counts old and new pods (statusReplicasPath must be the total);
+    status.selector is the pods' selector as a string (labelSelectorPath, for an HPA)."""
+    rolling = {"replicas": 3, "updatedReplicas": 1, "readyReplicas": 2, "availableReplicas": 2}
+    status = status_of(live_children(**rolling))
+    assert (status.replicas, status.updated_replicas, status.ready_replicas) == (3, 1, 2)
+    assert status.selector == "app.kubernetes.io/name=qms-runtime,app.kubernetes.io/instance=s"
+    assert status.model_dump(by_alias=True)["selector"] == status.selector
+
+
 @pytest.mark.parametrize(
     ("dep_status", "message"),
     [

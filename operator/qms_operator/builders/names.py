@@ -22,6 +22,11 @@ def selector_labels(server: str) -> dict[str, str]:
     return {LABEL_NAME: RUNTIME_NAME, LABEL_INSTANCE: server}
 
 
+def selector_string(server: str) -> str:
+    """The pods' selector as a label-selector string (status.selector, for /scale)."""
+    return ",".join(f"{k}={v}" for k, v in selector_labels(server).items())
+
+
 def child_labels(server: str) -> dict[str, str]:
     """Labels on every child object."""
     return {

@@ -44,6 +44,15 @@ class QwenModelServerSpec(SpecModel):
                 "drain; use 2+ replicas or maxUnavailable 1",
                 ".podDisruptionBudget.maxUnavailable",
             ),
+            (
+                # A transition rule (oldSelf): checked on updates, /scale included.
+                "self.replicas == oldSelf.replicas || !self.autoscaling.enabled "
+                "|| !oldSelf.autoscaling.enabled",
+                "replicas cannot change while autoscaling.enabled is true: the "
+                "HorizontalPodAutoscaler owns the count (set autoscaling.enabled false "
+                "to scale by hand or with an external scaler)",
+                ".replicas",
+            ),
         )
     }
 
@@ -53,7 +62,9 @@ class QwenModelServerSpec(SpecModel):
         default=1,
         ge=0,
         le=1000,
-        description="Replicas when autoscaling is off (under autoscaling the HPA owns the count).",
+        description="Replicas when autoscaling is off; the scale subresource's count, so "
+        "kubectl scale, an HPA or a KEDA ScaledObject aimed at the server set it (under "
+        "autoscaling the operator's HPA owns the count).",
     )
     resources: Resources = Field(default_factory=Resources, description="Per-replica resources.")
     probes: Probes = Field(default_factory=Probes, description="Health probes.")
@@ -116,9 +127,17 @@ class QwenModelServerStatus(StatusModel):
     observed_generation: int = Field(default=0, description="Last generation acted on.")
     phase: Phase = Field(default="Progressing", description="Ready/Progressing/Degraded/Failed.")
     ready: str = Field(default="0/0", description="Ready replicas / desired replicas.")
-    replicas: int = Field(default=0, description="Pods of the current Deployment.")
+    replicas: int = Field(
+        default=0,
+        description="Pods of the Deployment, old and new: the scale subresource's status replicas.",
+    )
     ready_replicas: int = Field(default=0, description="Ready pods on the current spec.")
     updated_replicas: int = Field(default=0, description="Pods on the current spec.")
+    selector: str = Field(
+        default="",
+        description="Label selector of the server's pods as a string (the scale "
+        "subresource's, read by an HPA aimed at the server).",
+    )
     url: str = Field(default="", description="In-cluster endpoint (OpenAI base URL).")
     reason: str = Field(default="", description="One-line cause of the current phase.")
     conditions: list[Condition] = Field(default_factory=list, description="kstatus conditions.")
