@@ -22,7 +22,14 @@ from .clock import utc_now
 from .diff import differences
 from .rollout import replace_one_at_a_time
 from .spec import QwenModelServerSpec, parse_spec
-from .status import MONITORING, Observed, compute_status, failed_status
+from .status import (
+    MONITORING,
+    Observed,
+    compute_status,
+    current_pods,
+    failed_status,
+    last_words,
+)
 from .store import Key, Store
 
 log = logging.getLogger("qms_operator")
@@ -78,6 +85,8 @@ class Reconciler:
         self._announced: dict[Key, set[str]] = {}
         # The unexpected error last reported per server, with the generation.
         self._crashed: dict[Key, tuple[int, str]] = {}
+        # A crashed container's termination message last announced, per server.
+        self._last_words: dict[Key, str] = {}
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -137,7 +146,8 @@ class Reconciler:
         )
         status = compute_status(name, namespace, spec, desired, seen, utc_now())
         body = status.model_dump(by_alias=True, mode="json")
-        self._announce(server, status.conditions, current.get("conditions", []))
+        words = last_words(current_pods(desired, seen.pods))
+        self._announce(server, status.conditions, current.get("conditions", []), words)
         if body != current:
             try:
                 await self._call(self.api.patch_status, namespace, name, body)
@@ -147,7 +157,7 @@ class Reconciler:
         return not errors and not unavailable
 
     def _forget(self, key: Key) -> None:
-        for table in (self._refused, self._announced, self._crashed):
+        for table in (self._refused, self._announced, self._crashed, self._last_words):
             table.pop(key, None)
 
     async def _report_crash(self, key: Key, exc: Exception) -> None:
@@ -169,15 +179,32 @@ class Reconciler:
             except Exception:
                 log.exception("status of %s/%s not written", *key)
 
-    def _announce(self, server: dict[str, Any], conditions: list[Any], previous: list[Any]) -> None:
+    def _announce(
+        self, server: dict[str, Any], conditions: list[Any], previous: list[Any], words: str
+    ) -> None:
         """A Warning Event when the server becomes Stalled, or stalls for a new reason;
-        another when monitoring cannot be set up (the ServiceMonitor kind not served)."""
+        another when monitoring cannot be set up (the ServiceMonitor kind not served).
+
+        A stall that carries a crashed container's termination message (``words``) is
+        announced once per distinct message: not again on each crash, reconcile or new
+        pod saying the same, nor after a restart of the operator (the status it wrote
+        holds the message already).
+        """
+        key = (server["metadata"]["namespace"], server["metadata"]["name"])
+        if any(c.type == "Ready" and c.status == "True" for c in conditions):
+            self._last_words.pop(key, None)
         for kind, bad in (("Stalled", "True"), (MONITORING, "False")):
             now = next((c for c in conditions if c.type == kind), None)
             if now is not None and now.reason == "ApplyFailed":
                 continue  # each apply error has its own Warning (_apply_children)
             before: dict[str, Any] = next((c for c in previous if c.get("type") == kind), {})
             if now is None or now.status != bad or now.reason == "Progressing":
+                continue
+            if kind == "Stalled" and words and words in now.message:
+                said = words == self._last_words.get(key) or words in before.get("message", "")
+                if not said:
+                    self._event(server, "Warning", now.reason, now.message)
+                self._last_words[key] = words
                 continue
             if before.get("status") != bad or before.get("reason") != now.reason:
                 self._event(server, "Warning", now.reason, now.message)

@@ -291,3 +291,79 @@ def test_a_watch_event_older_than_the_repair_does_not_repeat_it() -> None:
     store.put_child(late)
     assert reconcile(reconciler) is True
     assert api.applied.count("Deployment") == 2  # not written again
+
+
+def crashing_pod(store: Store, name: str, message: str) -> dict[str, Any]:
+    """A pod of the server's current template whose runtime crashes with ``message``."""
+    template = store.children(KEY)["Deployment"]["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "labels": template["metadata"]["labels"],
+            "annotations": template["metadata"]["annotations"],
+        },
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "runtime",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {
+                        "terminated": {"exitCode": 1, "reason": "Error", "message": message}
+                    },
+                    "restartCount": 2,
+                }
+            ]
+        },
+    }
+
+
+CHECKSUM = "checksum mismatch: model-00001-of-00002.safetensors (sha256 9f2c... != 0b7d...)"
+
+
+def test_a_termination_message_is_announced_once_per_distinct_message() -> None:
+    """issue 20: one Warning per distinct message, not per reconcile, crash or pod."""
+    reconciler, api, store, _ = setup()
+    reconcile(reconciler)
+    store.put_child(crashing_pod(store, "s-1", CHECKSUM))
+    for _ in range(3):
+        reconcile(reconciler)
+    said = f"pod s-1 keeps crashing (exit 1 Error): {CHECKSUM}"
+    assert warnings(api) == [("CrashLoop", said)]
+    assert condition(store, "Stalled") == ("True", "CrashLoop", said)
+    assert status(store)["reason"] == said
+
+    # The pod replaced by another saying the same: the message is not new.
+    store.put_child(crashing_pod(store, "s-1", CHECKSUM), deleted=True)
+    store.put_child(crashing_pod(store, "s-2", CHECKSUM))
+    reconcile(reconciler)
+    assert condition(store, "Stalled")[2] == f"pod s-2 keeps crashing (exit 1 Error): {CHECKSUM}"
+    assert warnings(api) == [("CrashLoop", said)]
+
+    # A restarted operator reads the status it wrote: still no second Event.
+    restarted = Reconciler(api, store, clock=Clock())  # type: ignore[arg-type]
+    reconcile(restarted)
+    assert len(warnings(api)) == 1
+
+    # A new message: a new Warning, once.
+    store.put_child(crashing_pod(store, "s-2", "no space left on device"))
+    reconcile(restarted)
+    reconcile(restarted)
+    assert warnings(api) == [
+        ("CrashLoop", said),
+        ("CrashLoop", "pod s-2 keeps crashing (exit 1 Error): no space left on device"),
+    ]
+
+    # Served again, then the first message again: said once more.
+    store.put_child(crashing_pod(store, "s-2", ""), deleted=True)
+    reconcile(restarted)
+    assert condition(store, "Ready")[0] == "True"
+    store.put_child(crashing_pod(store, "s-3", CHECKSUM))
+    reconcile(restarted)
+    reconcile(restarted)
+    assert warnings(api)[2:] == [
+        ("CrashLoop", f"pod s-3 keeps crashing (exit 1 Error): {CHECKSUM}")
+    ]
