@@ -38,6 +38,7 @@ def test_health_case(case: dict[str, Any]) -> None:
 
 def test_cases_cover_the_required_situations() -> None:
     assert sorted(Path(c["inputPath"]).stem for c in CASES) == [
+        "crash-termination-message",
         "degraded-after-progress",
         "healthy",
         "kserve-trap",
@@ -104,3 +105,37 @@ def test_the_operator_status_without_the_service_monitor_crd_is_healthy() -> Non
     }
     obj = {"metadata": {"name": "s", "generation": 3}, "status": body}
     assert health(obj) == {"status": "Healthy", "message": "1/1 replicas ready"}
+
+
+def test_a_crashed_runtimes_termination_message_is_the_degraded_message() -> None:
+    """issue 20: the status the operator computes for pods whose runtime exits with a
+    checksum mismatch; Argo CD says Degraded with that message (as do status.reason
+    and the Stalled condition)."""
+    spec = parse_spec({"model": {"name": "m", "source": {"imagePath": "/models/m"}}})
+    desired = desired_children("s", "ns", "uid-1", spec)
+    live = {c["kind"]: c for c in desired}
+    template = live["Deployment"]["spec"]["template"]["metadata"]
+    words = "checksum mismatch: model-00001-of-00002.safetensors (sha256 3b1f... != 7d42...)"
+    pod = {
+        "metadata": {"name": "s-7d9f8-x2k4p", "annotations": template["annotations"]},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "runtime",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {
+                        "terminated": {"exitCode": 1, "reason": "Error", "message": words + "\n"}
+                    },
+                    "restartCount": 5,
+                }
+            ]
+        },
+    }
+    seen = Observed(generation=2, children=live, pods=[pod])
+    body = compute_status("s", "ns", spec, desired, seen, "2026-11-29T12:00:00Z").model_dump(
+        by_alias=True, mode="json"
+    )
+    said = f"pod s-7d9f8-x2k4p keeps crashing (exit 1 Error): {words}"
+    assert body["reason"] == said
+    obj = {"metadata": {"name": "s", "generation": 2}, "status": body}
+    assert health(obj) == {"status": "Degraded", "message": said}
