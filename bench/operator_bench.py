@@ -17,7 +17,6 @@ import concurrent.futures
 import json
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,14 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.dynamic import DynamicClient
 
+import qms_cluster
+from qms_operator.builders import desired_children
+from qms_operator.builders.names import MANAGER
+from qms_operator.spec import parse_spec
+from qms_testkit.polling import wait_for
+from qms_testkit.processes import Operator
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "e2e"), str(ROOT / "tests")]
-
-from operator_helpers import Operator, wait_for  # noqa: E402
-
-import qms_cluster  # noqa: E402
-from qms_operator.builders import desired_children  # noqa: E402
-from qms_operator.builders.names import MANAGER  # noqa: E402
-from qms_operator.spec import parse_spec  # noqa: E402
 
 GROUP, VERSION, PLURAL = "serving.qms.io", "v1alpha1", "modelservers"
 

@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_bench_peers import sequential_worker_command
+
+from qms_testkit.net import free_port
 
 OMNI_SERVE_TOKENS = 1024  # what `transformers serve` generates for Qwen3-Omni, whatever asked
 QUESTIONS = [f"Request {i}: explain item {i} of the reconcile loop in detail." for i in range(64)]
@@ -67,13 +68,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RssWatcher:
@@ -342,7 +336,7 @@ def main() -> int:
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from qms_runtime.tiny_model import write_tiny_model
+    from qms_runtime.tools.tiny_model import write_tiny_model
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qms-bench-"))
     print(

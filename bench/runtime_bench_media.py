@@ -106,7 +106,7 @@ def main() -> int:
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from qms_runtime.tiny_model import write_tiny_model
+    from qms_runtime.tools.tiny_model import write_tiny_model
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qms-bench-media-"))
     omni = workdir / "tiny-qwen3-omni"

@@ -13,22 +13,25 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from qms_runtime.errors import install_error_handlers
+from qms_runtime.api.errors import install_error_handlers
+from qms_runtime.api.middleware import RequestContextMiddleware
+from qms_runtime.api.openapi import install_openapi
+from qms_runtime.api.routes import router
+from qms_runtime.lifecycle import ServerState, ServingFactory
 from qms_runtime.metrics import RuntimeMetrics
-from qms_runtime.middleware import RequestContextMiddleware
-from qms_runtime.openapi import install_openapi
-from qms_runtime.routes import router
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.state import ServerState
 
 log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: RuntimeSettings, on_fatal: Callable[[BaseException], None] | None = None
+    settings: RuntimeSettings,
+    on_fatal: Callable[[BaseException], None] | None = None,
+    serving_factory: ServingFactory | None = None,
 ) -> FastAPI:
+    """`serving_factory` replaces loading the model (API tests with a fake backend)."""
     metrics = RuntimeMetrics(settings.model_name)
-    state = ServerState(settings=settings, metrics=metrics)
+    state = ServerState(settings=settings, metrics=metrics, serving_factory=serving_factory)
     if on_fatal is not None:
         state.on_fatal = on_fatal
 

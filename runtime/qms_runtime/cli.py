@@ -13,21 +13,14 @@ from pydantic import ValidationError
 
 from qms_runtime.settings import RuntimeSettings, load_settings
 
-# Flags of `serve`; each maps to the RuntimeSettings field of the same name (dashes
-# for underscores) and so to the env var QMS_<NAME>. Help texts come from the fields.
-_SERVE_FLAGS = (
-    "model_dir", "served_model_name", "host", "port", "dtype", "quantization",
-    "max_batch_size", "max_batched_tokens", "max_queued_requests", "max_model_len",
-    "verify_checksums", "api_key_file", "drain_timeout_seconds", "log_format", "log_level",
-    "retry_after_seconds", "max_request_bytes", "warmup", "audio_output", "max_image_bytes",
-    "max_audio_seconds", "max_media_items", "allow_remote_media", "allowed_media_domains",
-    "max_video_bytes",
-    "max_video_seconds", "video_fps", "max_video_frames", "mm_processor_kwargs",
-    "media_step_interval", "log_prompts",
-)  # fmt: skip
-
-
-_BOOLEAN_FLAGS = ("verify_checksums", "warmup", "audio_output", "allow_remote_media", "log_prompts")
+# Flags of `serve`: every RuntimeSettings field (dashes for underscores), so also the
+# env var QMS_<NAME>; help texts come from the fields. Not as a flag: the API key (a
+# command line is visible to every process; use QMS_API_KEY or --api-key-file).
+_ENV_ONLY = frozenset({"api_key"})
+_SERVE_FLAGS = tuple(name for name in RuntimeSettings.model_fields if name not in _ENV_ONLY)
+_BOOLEAN_FLAGS = frozenset(
+    name for name, info in RuntimeSettings.model_fields.items() if info.annotation is bool
+)
 
 
 def _add_serve(sub: Any) -> None:
@@ -45,7 +38,7 @@ def _add_serve(sub: Any) -> None:
 
 
 def _add_tiny_model(sub: Any) -> None:
-    from qms_runtime.tiny_model import ARCHS, SIZES
+    from qms_runtime.tools.tiny_model import ARCHS, SIZES
 
     tiny = sub.add_parser("tiny-model", help="write a tiny random-weight Qwen model")
     tiny.add_argument("directory", type=Path)
@@ -82,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"qms-runtime: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    from qms_runtime.server import serve
+    from qms_runtime.run import serve
 
     return serve(settings)
 
@@ -94,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "tiny-model":
-        from qms_runtime.tiny_model import write_tiny_model
+        from qms_runtime.tools.tiny_model import write_tiny_model
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         write_tiny_model(args.directory, args.arch, args.size, args.seed)
         print(f"wrote {args.size} {args.arch} model to {args.directory}")
         return 0
-    from qms_runtime.demo import run_demo
+    from qms_runtime.tools.demo import run_demo
 
     return run_demo(args.workdir)
 

@@ -1,23 +1,19 @@
-"""Helpers for the operator e2e tests: run the operator, read objects, poll."""
+"""Helpers for the operator e2e tests: run the operator, read objects, poll (the
+operator process and the polling are qms_testkit's, re-exported here)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from polling import wait_for as wait_for  # re-exported: test_operator, test_install, bench
-from prometheus_client.parser import text_string_to_metric_families
-
 from qms_cluster import Cluster
+from qms_testkit.net import free_port as free_port
+from qms_testkit.polling import wait_for as wait_for
+from qms_testkit.processes import WRITE_VERBS as WRITE_VERBS
+from qms_testkit.processes import Operator as Operator
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = {
@@ -28,99 +24,6 @@ KINDS = {
     "NetworkPolicy": "networkpolicy",
     "Ingress": "ingress",
 }
-WRITE_VERBS = ("apply", "delete", "patch_status", "create")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Operator:
-    """A `qms-operator run` subprocess with its metrics and health ports."""
-
-    def __init__(
-        self,
-        cluster: Cluster,
-        namespaces: list[str],
-        *extra: str,
-        log: Path,
-        kubeconfig: Path | None = None,
-    ) -> None:
-        self.metrics_port = free_port()
-        self.health_port = free_port()
-        args = [f"--namespace={ns}" for ns in namespaces] or ["--all-namespaces"]
-        self.log = log
-        config = kubeconfig or cluster.kubeconfig
-        env = {**os.environ, "KUBECONFIG": str(config), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "qms_operator.cli",
-                "run",
-                *args,
-                f"--metrics-port={self.metrics_port}",
-                f"--health-port={self.health_port}",
-                *extra,
-            ],
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as rsp:
-            text = rsp.read().decode()
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        return out
-
-    def writes(self, kind: str | None = None) -> int:
-        """API write requests sent so far (optionally for one kind)."""
-        total = 0.0
-        for (name, labels), value in self.metrics().items():
-            lab = dict(labels)
-            if (
-                name == "qms_operator_api_requests_total"
-                and lab["verb"] in WRITE_VERBS
-                and (kind is None or lab["kind"] == kind)
-            ):
-                total += value
-        return int(total)
-
-    def reconciles(self) -> float:
-        return sum(
-            v for (n, _), v in self.metrics().items() if n == "qms_operator_reconciles_total"
-        )
-
-    def healthy(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.health_port}/healthz"
-            with urllib.request.urlopen(url, timeout=2) as rsp:
-                return bool(rsp.status == 200)
-        except OSError:
-            return False
-
-    def wait_healthy(self, timeout: float = 60) -> None:
-        wait_for(
-            "operator /healthz", lambda: self.healthy() or self.proc.poll() is not None, timeout
-        )
-        assert self.proc.poll() is None, self.log.read_text()[-3000:]
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @contextmanager

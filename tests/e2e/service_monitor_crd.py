@@ -3,9 +3,8 @@ operator tests of a cluster without it, and with it installed mid-run."""
 
 from __future__ import annotations
 
-from polling import wait_for
-
 from qms_cluster import Cluster
+from qms_testkit.polling import wait_for
 
 NAME = "servicemonitors.monitoring.coreos.com"
 CRD = f"""

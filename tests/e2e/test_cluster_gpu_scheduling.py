@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 from cluster_helpers import TIMEOUT, apply, condition, get_json
-from polling import wait_for
 
 import qms_cluster
 from qms_cluster import Cluster
+from qms_testkit.polling import wait_for
 
 NODES = {
     # name: (zone, accelerator label, nvidia.com/gpu, cpu, memory, taints)

@@ -7,9 +7,9 @@ import secrets
 import subprocess
 
 from cluster_helpers import TIMEOUT, apply, condition, get_json
-from polling import wait_for
 
 from qms_cluster import Cluster
+from qms_testkit.polling import wait_for
 
 
 def test_deleting_owner_deletes_owned_objects(cluster: Cluster, namespace: str) -> None:

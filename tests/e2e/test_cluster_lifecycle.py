@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from polling import wait_for
 
 import qms_cluster
 from qms_cluster import Cluster, node
+from qms_testkit.polling import wait_for
 
 
 def test_server_reports_pinned_version(cluster: Cluster) -> None:

@@ -23,7 +23,7 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(model_root: Path) -> Any:
     """`tiny_model(arch)` -> directory of that tiny model, built once per session."""
-    from qms_runtime.tiny_model import write_tiny_model
+    from qms_runtime.tools.tiny_model import write_tiny_model
 
     built: dict[str, Path] = {}
 

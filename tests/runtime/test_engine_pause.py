@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from qms_runtime.engine import Engine, SamplingParams
-from qms_runtime.loading import load_model
+from qms_runtime.engine.batching import Engine
 from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.models.loading import load_model
 from qms_runtime.settings import RuntimeSettings
+from qms_runtime.types import SamplingParams
 
 pytestmark = pytest.mark.runtime
 

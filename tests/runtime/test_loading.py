@@ -74,8 +74,8 @@ def test_health_answers_while_ready_does_not(model_copy: Path, tmp_path: Path) -
 
 @pytest.mark.parametrize("arch", ["qwen3_moe", "qwen3_omni_moe"])
 def test_int8_quantizes_experts_and_stays_close(tiny_model: Any, arch: str) -> None:
-    from qms_runtime.loading import load_model
-    from qms_runtime.quantization import weight_bytes
+    from qms_runtime.models.loading import load_model
+    from qms_runtime.models.quantization import weight_bytes
     from qms_runtime.settings import RuntimeSettings
 
     model_dir = tiny_model(arch)

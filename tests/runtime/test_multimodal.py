@@ -122,7 +122,7 @@ def test_media_and_text_requests_run_together(plain_server: RuntimeServer, omni_
 def test_seeded_media_request_is_reproducible(plain_server: RuntimeServer, omni_dir: Path) -> None:
     """`seed` on the media path: the engine's Gumbel-max sampling (sampling.py) in plain
     `generate`, so the answer equals the reference and repeats while text runs."""
-    from qms_runtime.sampling import seeded_logits_processors
+    from qms_runtime.engine.sampling import seeded_logits_processors
 
     image = Image.open(io.BytesIO(IMAGE)).convert("RGB")
     seeded = {"logits_processor": seeded_logits_processors(99, 1.0), "min_new_tokens": 12}

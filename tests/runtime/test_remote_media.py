@@ -25,11 +25,12 @@ from pydantic import ValidationError
 from remote_support import SECRET_BODY, StubNetwork, media_files
 from runtime_support import RuntimeServer, start_server
 
-from qms_runtime.errors import APIError
-from qms_runtime.media import IMAGE_MIME_TYPES, url_bytes
-from qms_runtime.remote import RemoteFetcher, address_class
+from qms_runtime.api.errors import APIError, to_api_error
+from qms_runtime.media.decode import IMAGE_MIME_TYPES, url_bytes
+from qms_runtime.media.remote import RemoteFetcher, address_class
 from qms_runtime.settings import RuntimeSettings, load_settings
-from qms_runtime.tiny_processor import TINY_VIDEO_KWARGS
+from qms_runtime.tools.tiny_processor import TINY_VIDEO_KWARGS
+from qms_runtime.types import MediaError
 
 pytestmark = pytest.mark.runtime
 
@@ -66,9 +67,9 @@ def _fetch(
 
 
 def _refused(url: str, net: StubNetwork, allowed: tuple[str, ...] = ALLOWED) -> APIError:
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(MediaError) as caught:
         _fetch(url, net, allowed)
-    error = caught.value
+    error = to_api_error(caught.value, 1)  # the API layer's answer to this media error
     assert (error.status, error.param) == (400, "p"), error.message
     return error
 
@@ -141,7 +142,7 @@ def test_remote_media_refusals(
 def test_fetches_are_bounded_in_time(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from qms_runtime import remote
+    from qms_runtime.media import remote
 
     monkeypatch.setattr(remote, "TIMEOUT_SECONDS", 0.2)
     started = time.monotonic()
@@ -189,7 +190,7 @@ def _settings(**values: Any) -> RuntimeSettings:
 
 def test_scheme_and_switch_are_checked_before_the_fetcher() -> None:
     off = _settings()
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(MediaError) as caught:
         url_bytes("http://media.test/a.png", "image", IMAGE_MIME_TYPES, 10, off, "p")
     assert caught.value.code == "remote_media_disabled"
     on = _settings(allow_remote_media="true", allowed_media_domains="media.test")
@@ -199,7 +200,7 @@ def test_scheme_and_switch_are_checked_before_the_fetcher() -> None:
         "javascript:alert(1)",
         "//media.test/a",
     ):
-        with pytest.raises(APIError) as caught:
+        with pytest.raises(MediaError) as caught:
             url_bytes(url, "image", IMAGE_MIME_TYPES, 10, on, "p")
         assert caught.value.code == "unsupported_url_scheme", url
 

@@ -18,7 +18,12 @@ import pytest
 import torch
 from runtime_support import API_KEY, RuntimeServer
 
-from qms_runtime.sampling import choice_seed, gumbel_noise, seeded_logits_processors, seeded_pick
+from qms_runtime.engine.sampling import (
+    choice_seed,
+    gumbel_noise,
+    seeded_logits_processors,
+    seeded_pick,
+)
 
 pytestmark = pytest.mark.runtime
 

@@ -29,7 +29,7 @@ from media_support import (
 from PIL import Image
 from runtime_support import RuntimeServer, start_server
 
-from qms_runtime.tiny_processor import TINY_VIDEO_KWARGS
+from qms_runtime.tools.tiny_processor import TINY_VIDEO_KWARGS
 
 pytestmark = pytest.mark.runtime
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qms_runtime.errors import APIError
+from qms_runtime.api.errors import to_api_error
+from qms_runtime.media.video import MAX_FRAME_PIXELS, decode_video
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.video import MAX_FRAME_PIXELS, decode_video
+from qms_runtime.types import MediaError
 
 
 def _video(frames: int, fps: int, width: int, height: int) -> bytes:
@@ -48,9 +49,9 @@ def test_large_frames_are_scaled_down_keeping_the_aspect() -> None:
 
 
 def test_too_many_sampled_frames_is_refused() -> None:
-    with pytest.raises(APIError) as refused:
+    with pytest.raises(MediaError) as refused:
         decode_video(_video(8, 4, 32, 32), _settings(video_fps=4.0, max_video_frames=5), "p")
-    assert refused.value.status == 400
+    assert to_api_error(refused.value, 1).status == 400
     assert "more than 5 frames at 4 fps" in refused.value.message
 
 
@@ -82,7 +83,7 @@ def test_a_slower_source_is_held_to_the_sampling_rate() -> None:
 
 
 def test_huge_frames_are_refused_before_decoding() -> None:
-    with pytest.raises(APIError) as refused:
+    with pytest.raises(MediaError) as refused:
         decode_video(_video(1, 1, 4352, 4096), _settings(), "p")
     assert refused.value.code == "media_too_large"
     assert "4352x4096 pixels" in refused.value.message
@@ -91,12 +92,12 @@ def test_huge_frames_are_refused_before_decoding() -> None:
 def test_image_pixel_bomb_is_refused_before_decoding() -> None:
     from PIL import Image
 
-    from qms_runtime.media import decode_image
+    from qms_runtime.media.decode import decode_image
 
     buffer = io.BytesIO()
     Image.new("1", (9000, 9000)).save(buffer, format="PNG")  # a few kB, 243 MB as RGB
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    with pytest.raises(APIError) as refused:
+    with pytest.raises(MediaError) as refused:
         decode_image(url, _settings(), "p")
     assert refused.value.code == "media_too_large"
     assert "9000x9000 pixels" in refused.value.message
@@ -105,12 +106,10 @@ def test_image_pixel_bomb_is_refused_before_decoding() -> None:
 def test_large_frames_of_a_list_are_scaled_like_decoded_ones() -> None:
     from PIL import Image
 
-    from qms_runtime.media import decode_video_part
-    from qms_runtime.protocol import VideoFramesPart
+    from qms_runtime.media.decode import decode_video_frames
 
     buffer = io.BytesIO()
     Image.new("RGB", (2560, 1440), (90, 90, 90)).save(buffer, format="PNG")
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    part = VideoFramesPart(type="video", video=[url, url])
-    frames = decode_video_part(part, _settings(), "p")
+    frames = decode_video_frames([url, url], _settings(), "p")
     assert frames.shape == (2, 1080, 1920, 3)

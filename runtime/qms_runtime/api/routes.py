@@ -9,23 +9,46 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from qms_runtime.boundary import parse_json_object, read_body
-from qms_runtime.engine import Admission
-from qms_runtime.errors import APIError, error_body, not_ready
+from qms_runtime.api.boundary import parse_json_object, read_body
+from qms_runtime.api.errors import APIError, error_body, not_ready, to_api_error
+from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest
+from qms_runtime.api.serving import OpenAIServing, PreparedRequest
 from qms_runtime.logs import request_id_var
-from qms_runtime.metrics import CONTENT_TYPE
-from qms_runtime.protocol import ChatCompletionRequest, CompletionRequest
-from qms_runtime.serving import PreparedRequest
-from qms_runtime.state import ServerState
+from qms_runtime.metrics import CONTENT_TYPE, RuntimeMetrics
+from qms_runtime.settings import RuntimeSettings
+from qms_runtime.types import Admission, NotReady
 
 router = APIRouter()
 T = TypeVar("T")
+
+
+class ServerState(Protocol):
+    """What the routes read of the server's lifecycle (qms_runtime.lifecycle.ServerState)."""
+
+    settings: RuntimeSettings
+    metrics: RuntimeMetrics
+    started: float
+    phase: str
+    error: str | None
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+    @property
+    def max_model_len(self) -> int | None: ...
+
+    def require_serving(self) -> OpenAIServing:
+        """The serving layer, or raise NotReady."""
+        ...
 
 
 def _state(request: Request) -> ServerState:
@@ -90,7 +113,7 @@ async def _generate(request: Request, kind: str) -> Response:
             prepared = serving.prepare_chat(chat, request_id)
     else:
         prepared = serving.prepare_completion(CompletionRequest.model_validate(body), request_id)
-    admission = serving.engine.admit(prepared.sequences)
+    admission = serving.backend.admit(prepared.sequences)
     if prepared.stream:
         return StreamingResponse(
             _released_after(serving.stream(prepared), admission),
@@ -128,8 +151,8 @@ async def models(request: Request) -> dict[str, Any]:
         "created": int(state.started),
         "owned_by": "qms",
     }
-    if state.engine is not None:
-        card["max_model_len"] = state.engine.loaded.max_model_len
+    if state.max_model_len is not None:
+        card["max_model_len"] = state.max_model_len
     return {"object": "list", "data": [card]}
 
 
@@ -150,8 +173,8 @@ async def ready(request: Request) -> Response:
     try:
         state.require_serving()
         error = not_ready("the batching loop is not running", "engine_unavailable")
-    except APIError as exc:
-        error = exc
+    except NotReady as exc:
+        error = to_api_error(exc, state.settings.retry_after_seconds)
     return JSONResponse(error_body(error), status_code=503)
 
 

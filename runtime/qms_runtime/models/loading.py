@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from qms_runtime import compat
 from qms_runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class LoadedModel:
     eos_token_ids: tuple[int, ...]
     max_model_len: int
     vocab_size: int
-    processor: Any = None  # Qwen3-Omni: the media processor (multimodal.py)
+    processor: Any = None  # Qwen3-Omni: the media processor (engine/media_runner.py)
     speech_model: Any = None  # Qwen3-Omni with audio_output: the full model (talker, code2wav)
 
 
@@ -95,7 +96,7 @@ def check_cuda_kernels() -> None:
 def _quantization_kwargs(settings: RuntimeSettings) -> dict[str, Any]:
     if settings.quantization == "none":
         return {}
-    from qms_runtime.quantization import int8_load_kwargs
+    from qms_runtime.models.quantization import int8_load_kwargs
 
     return int8_load_kwargs()
 
@@ -108,9 +109,18 @@ def _placement(on_gpu: bool) -> dict[str, Any]:
     return {"device_map": {"": 0}}
 
 
+def load_processor(model_dir: Path) -> Any:
+    """The model directory's Qwen3OmniMoeProcessor (image, audio and video processors)."""
+    import transformers
+
+    auto: Any = transformers.AutoProcessor  # untyped
+    return auto.from_pretrained(str(model_dir))
+
+
 def load_model(settings: RuntimeSettings) -> LoadedModel:
     import transformers
 
+    compat.check_transformers()
     model_dir = settings.model_dir
     model_type = read_model_type(model_dir)
     on_gpu = torch.cuda.is_available()
@@ -140,10 +150,7 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         eos_source = owner  # the thinker's own generation config has no eos_token_id
         if settings.audio_output:
             speech_model = owner  # from_pretrained leaves every part in eval mode
-            thinker_config: Any = owner.config.thinker_config
-            talker_config: Any = owner.talker.config
-            if not hasattr(talker_config, "audio_config"):  # 5.24: the talker's rope index reads it
-                talker_config.audio_config = thinker_config.audio_config
+            compat.fix_talker_config(owner)
     elif model_type == OMNI_MODEL_TYPE:
         # transformers' torchao loader needs the top-level input embeddings, which the
         # Omni wrapper does not expose; the thinker class reads the same checkpoint.
@@ -158,8 +165,6 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         log.warning("%s has no chat template: /v1/chat/completions will answer 400", model_dir)
     processor = None
     if model_type == OMNI_MODEL_TYPE:
-        from qms_runtime.multimodal import load_processor
-
         try:
             processor = load_processor(model_dir)
         except Exception as exc:  # text still works; media requests get 400

@@ -18,8 +18,8 @@ from types import FrameType
 import uvicorn
 
 from qms_runtime.app import create_app
+from qms_runtime.lifecycle import ServerState
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.state import ServerState
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,10 @@ class DrainingServer(uvicorn.Server):
         state = self._holder[0]
         state.begin_drain()
         timeout = state.settings.drain_timeout_seconds
-        engine = state.engine
-        if engine is not None and engine.admitted:
-            log.info("waiting up to %.0fs for %d in-flight sequences", timeout, engine.admitted)
-            if not await engine.wait_idle(timeout):
-                log.warning("drain timeout: %d sequences still in flight", engine.admitted)
+        if state.in_flight:
+            log.info("waiting up to %.0fs for %d in-flight sequences", timeout, state.in_flight)
+            if not await state.wait_idle(timeout):
+                log.warning("drain timeout: %d sequences still in flight", state.in_flight)
         self.should_exit = True
 
     def fail(self, error: BaseException) -> None:

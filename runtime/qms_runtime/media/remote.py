@@ -32,7 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from qms_runtime.errors import APIError, echo, media_error, media_too_large
+from qms_runtime.quoting import echo
+from qms_runtime.types import MediaError, media_too_large
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[IPAddress]]
@@ -125,7 +126,7 @@ class RemoteFetcher:
         self._tls = tls
 
     def fetch(self, url: str, kind: str, limit: int, param: str) -> bytes:
-        """The body behind `url` (at most `limit` + 1 bytes), or an APIError 400."""
+        """The body behind `url` (at most `limit` + 1 bytes), or a MediaError."""
         deadline = time.monotonic() + TOTAL_SECONDS
         target = self._target(url, kind, param, redirect=False)
         for _ in range(MAX_REDIRECTS + 1):
@@ -150,9 +151,9 @@ class RemoteFetcher:
             host = (parts.hostname or "").rstrip(".")
             port = parts.port
         except ValueError as exc:
-            raise media_error(f"{param}: the {kind} URL is not a valid URL", param) from exc
+            raise MediaError(f"{param}: the {kind} URL is not a valid URL", param) from exc
         if scheme not in ("http", "https"):
-            raise media_error(
+            raise MediaError(
                 f"{param}: the {kind} URL {via} a {echo(scheme, 16)}: URL; remote media "
                 "must be http or https",
                 param,
@@ -166,13 +167,13 @@ class RemoteFetcher:
         if not _valid_host(host) or not self.hosts.allows(host):
             shown = echo(host) if host else "no host"
             if redirect:
-                raise media_error(
+                raise MediaError(
                     f"{param}: the {kind} URL redirects to {shown}, which is not in "
                     "allowed_media_domains",
                     param,
                     "remote_redirect_not_allowed",
                 )
-            raise media_error(
+            raise MediaError(
                 f"{param}: remote {kind} URLs from {shown} are not allowed on this server "
                 "(not in allowed_media_domains)",
                 param,
@@ -201,7 +202,7 @@ class RemoteFetcher:
             for address in addresses:
                 what = address_class(address)
                 if what is not None:
-                    raise media_error(
+                    raise MediaError(
                         f"{param}: {echo(target.host)} resolves to {what}, which remote "
                         f"{kind} may reach only when allowed_media_domains names the host "
                         "exactly",
@@ -246,7 +247,7 @@ class RemoteFetcher:
                     break
                 data.extend(chunk)
             return 200, None, bytes(data)
-        except APIError:
+        except MediaError:
             raise
         except TimeoutError as exc:
             raise _failed(kind, target.host, param, "timed out") from exc
@@ -330,8 +331,8 @@ def _url_of(target: _Target) -> str:
     return f"{target.scheme}://{host}:{target.port}{target.path}"
 
 
-def _failed(kind: str, host: str, param: str, reason: str) -> APIError:
-    return media_error(
+def _failed(kind: str, host: str, param: str, reason: str) -> MediaError:
+    return MediaError(
         f"{param}: could not fetch the {kind} from {echo(host)}: {reason}",
         param,
         "remote_fetch_failed",

@@ -50,7 +50,7 @@ def run_demo(workdir: Path | None) -> int:
     except ImportError:
         print("the demo needs the openai client: pip install 'qms[dev]'", file=sys.stderr)
         return 2
-    from qms_runtime.tiny_model import write_tiny_model
+    from qms_runtime.tools.tiny_model import write_tiny_model
 
     root = workdir or Path(tempfile.mkdtemp(prefix="qms-demo-"))
     model_dir = root / "tiny-qwen3"

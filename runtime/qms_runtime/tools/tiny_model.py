@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from qms_runtime.checksums import write_sha256sums
-from qms_runtime.tiny_processor import MEDIA_TOKENS, add_media_tokens, write_processor_configs
-from qms_runtime.tiny_tokenizer import ENDOFTEXT, IM_END, IM_START, train_tokenizer
+from qms_runtime.models.checksums import write_sha256sums
+from qms_runtime.tools.tiny_processor import MEDIA_TOKENS, add_media_tokens, write_processor_configs
+from qms_runtime.tools.tiny_tokenizer import ENDOFTEXT, IM_END, IM_START, train_tokenizer
 
 Arch = Literal["qwen3", "qwen3_moe", "qwen3_omni_moe"]
 Size = Literal["tiny", "small"]

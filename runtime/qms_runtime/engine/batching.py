@@ -9,12 +9,11 @@ own thread and calls our per-request handler on the event loop. What it leaves t
 - `cancel_request` sends no final event: `_drop()` removes the handler and the stream
   itself, so a client that goes away frees its batch slot at the next step.
 
-Sampling parameters are per request (`per_request_processors`). The manager's sampling
-mode is global, so greedy requests run as top-k 1 sampling: after the top-1 mask the
-distribution is one-hot and `multinomial` returns exactly the argmax. Seeded requests
-(OpenAI `seed`) are made one-hot the same way, by a last processor that picks their
-token by Gumbel-max with noise of their own (sampling.py), so their tokens do not depend
-on what else is in the batch.
+Sampling parameters are per request (`per_request_processors`, sampling.py). Seeded
+requests (OpenAI `seed`) are made one-hot by a last processor that picks their token by
+Gumbel-max with noise of their own (compat.use_seeded_sampling), so their tokens do not
+depend on what else is in the batch. What the manager does not offer publicly is reached
+through compat.py only.
 """
 
 from __future__ import annotations
@@ -24,51 +23,29 @@ import itertools
 import logging
 import math
 import threading
-import time
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from qms_runtime.loading import LoadedModel
+from transformers.generation.continuous_batching.requests import RequestStatus  # noqa
+
+from qms_runtime import compat
+from qms_runtime.api import errors  # noqa
+from qms_runtime.engine.sampling import cb_request_kwargs, seeded_rows
 from qms_runtime.metrics import RuntimeMetrics
-from qms_runtime.sampling import choice_seed, use_fast_warpers, use_seeded_sampling
+from qms_runtime.models.loading import LoadedModel
 from qms_runtime.settings import RuntimeSettings
+from qms_runtime.types import (
+    EngineOverloaded,
+    EngineUnavailable,
+    GenerationFailed,
+    SamplingParams,
+    TokenChunk,
+)
 
 log = logging.getLogger(__name__)
 
 _CPU_MAX_BATCHED_TOKENS = 512
-
-
-class EngineOverloaded(Exception):
-    """More sequences than the engine admits (429)."""
-
-
-class EngineUnavailable(Exception):
-    """The batching loop is stopping or dead (503)."""
-
-
-class GenerationFailed(Exception):
-    """The batching loop reported a failure for this request (500)."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_new_tokens: int
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    ignore_eos: bool = False
-    seed: int | None = None  # OpenAI `seed`: sampled tokens depend on it and the prompt only
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
-
-
-@dataclass(frozen=True)
-class GenerationEvent:
-    new_token_ids: list[int]
-    finish_reason: str | None  # None while running; "stop" (EOS) or "length" at the end
 
 
 class Admission:
@@ -149,30 +126,22 @@ class Engine:
             generation_config=generation_config,
             continuous_batching_config=cb_config_cls(**cb_kwargs),
         )
-        use_fast_warpers(manager)
-        use_seeded_sampling(manager)
-        self._observe_batch_sizes(manager)
+        compat.check_manager(manager)
+        compat.use_fast_warpers(manager)
+        compat.use_seeded_sampling(manager, seeded_rows)
+        compat.on_each_step(manager, self._stepped_once)
         manager.start()
         self._manager = manager
         self._metrics.bind_engine_gauges(self.running, self.waiting, self.kv_cache_usage)
         log.info("continuous batching started: %s", cb_kwargs)
 
-    def _observe_batch_sizes(self, manager: Any) -> None:
-        # The manager has no per-step hook; wrap its (private) step on this instance only.
-        step = manager._generation_step
-        histogram = self._metrics.batch_size
-
-        def observed_step() -> None:
-            step()
-            io = getattr(manager.batch_processor, "inputs_and_outputs", None)
-            size = getattr(io, "num_request_in_batch", 0)
-            if size:
-                histogram.observe(size)
-            with self._stepped:
-                self.steps += 1
-                self._stepped.notify_all()
-
-        manager._generation_step = observed_step
+    def _stepped_once(self, batch_size: int) -> None:
+        """After every batch step (the batching thread)."""
+        if batch_size:
+            self._metrics.batch_size.observe(batch_size)
+        with self._stepped:
+            self.steps += 1
+            self._stepped.notify_all()
 
     def stop(self, timeout: float) -> None:
         """Finish what is in flight (bounded), then stop the batching thread."""
@@ -186,31 +155,20 @@ class Engine:
     @property
     def alive(self) -> bool:
         manager = self._manager
-        if manager is None:
-            return False
-        return manager.background_thread_status.fatal_error is None and manager.is_running()
+        return manager is not None and compat.is_alive(manager)
 
     @property
     def admitted(self) -> int:
         return self._admitted
 
-    def _scheduler(self) -> Any:
-        processor = getattr(self._manager, "batch_processor", None)
-        return getattr(processor, "scheduler", None)
-
     def running(self) -> float:
-        scheduler = self._scheduler()
-        return float(len(scheduler.active_requests)) if scheduler is not None else 0.0
+        return float(compat.active_requests(self._manager)) if self._manager else 0.0
 
     def waiting(self) -> float:
         return float(max(0, self._admitted - int(self.running())))
 
     def kv_cache_usage(self) -> float:
-        processor = getattr(self._manager, "batch_processor", None)
-        cache = getattr(processor, "cache", None)
-        if cache is None:
-            return 0.0
-        return float(max(0.0, min(1.0, 1.0 - cache.compute_free_capacity())))
+        return compat.kv_cache_usage(self._manager) if self._manager else 0.0
 
     # --------------------------------------------------------------- admission
     def admit(self, sequences: int) -> Admission:
@@ -263,11 +221,11 @@ class Engine:
                 self._paused_at = self.steps
 
     # -------------------------------------------------------------- generation
-    async def stream(
-        self, prompt_ids: list[int], params: SamplingParams, arrival: float, choice: int = 0
-    ) -> AsyncGenerator[GenerationEvent, None]:
-        """Generate for one sequence (`choice` of its request: seeded choices differ);
-        yields only new tokens; cancels on early exit."""
+    async def tokens(
+        self, prompt_ids: list[int], params: SamplingParams, choice: int = 0
+    ) -> AsyncGenerator[TokenChunk, None]:
+        """Generate one sequence (`choice` of its request: seeded choices differ); yields
+        only new tokens; cancels on early exit."""
         manager = self._manager
         if manager is None or not self.alive:
             raise EngineUnavailable("the batching loop is not running")
@@ -283,76 +241,36 @@ class Engine:
                 max_new_tokens=params.max_new_tokens,
                 streaming=True,
                 eos_token_id=-1 if params.ignore_eos else list(self.loaded.eos_token_ids),
-                **self._processor_kwargs(params, choice),
+                **cb_request_kwargs(params, choice, self.loaded.vocab_size),
             )
             if added is None:
                 raise EngineUnavailable("the batching loop is stopping")
-            async for event in self._events(queue, params, arrival):
-                finished = event.finish_reason is not None
-                yield event
+            seen = 0
+            while not finished:
+                output = await queue.get()
+                if output is None:
+                    raise EngineUnavailable("the batching loop stopped")
+                if compat.is_failed(output):
+                    raise GenerationFailed(output.error or "generation failed")
+                generated = output.generated_tokens
+                finished = bool(output.is_finished())
+                yield TokenChunk(list(generated[seen:]), finished)  # events are cumulative
+                seen = len(generated)
         finally:
             self._drop(request_id, cancel=not finished)
-
-    def _processor_kwargs(self, params: SamplingParams, choice: int) -> dict[str, Any]:
-        if params.greedy:
-            return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
-        kwargs: dict[str, Any] = {
-            "temperature": float(params.temperature),
-            "top_k": int(self.loaded.vocab_size),
-            "top_p": float(params.top_p),
-        }
-        if params.seed is not None:
-            kwargs["seed"] = choice_seed(params.seed, choice)
-        return kwargs
-
-    async def _events(
-        self, queue: asyncio.Queue[Any], params: SamplingParams, arrival: float
-    ) -> AsyncGenerator[GenerationEvent, None]:
-        from transformers.generation.continuous_batching.requests import RequestStatus
-
-        seen = 0
-        last = arrival
-        eos = () if params.ignore_eos else self.loaded.eos_token_ids
-        while True:
-            output = await queue.get()
-            if output is None:
-                raise EngineUnavailable("the batching loop stopped")
-            if output.status == RequestStatus.FAILED:
-                raise GenerationFailed(output.error or "generation failed")
-            tokens = output.generated_tokens
-            new = list(tokens[seen:])
-            now = time.perf_counter()
-            if new:
-                if seen == 0:
-                    self._metrics.time_to_first_token.observe(now - arrival)
-                else:
-                    for _ in new:
-                        self._metrics.inter_token_latency.observe((now - last) / len(new))
-                self._metrics.generation_tokens.inc(len(new))
-                last = now
-            seen = len(tokens)
-            reason = None
-            if output.is_finished():
-                reason = "stop" if tokens and tokens[-1] in eos else "length"
-                self._metrics.e2e_latency.observe(now - arrival)
-            yield GenerationEvent(new_token_ids=new, finish_reason=reason)
-            if reason is not None:
-                return
 
     def _drop(self, request_id: str, cancel: bool) -> None:
         self._streams.pop(request_id, None)
         manager = self._manager
         if manager is None:
             return
-        router = manager.output_router
-        with router._lock:  # the manager only auto-removes handlers of finished requests
-            router.result_handlers.pop(request_id, None)
+        compat.drop_result_handler(manager, request_id)
         if cancel:
             manager.cancel_request(request_id)
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[int]:
         """Convenience for warm-up and tests: all tokens of one sequence."""
         tokens: list[int] = []
-        async for event in self.stream(prompt_ids, params, time.perf_counter()):
-            tokens.extend(event.new_token_ids)
+        async for chunk in self.tokens(prompt_ids, params):
+            tokens.extend(chunk.token_ids)
         return tokens

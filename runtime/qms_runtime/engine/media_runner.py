@@ -12,7 +12,8 @@ request (prefill with its encoders, then each decoding step) holds the batching 
 between two of its steps (`Engine.pause`, transformers' `manager.pause()`), after
 `media_step_interval` batch steps while text runs. So media and text interleave step by
 step: the batch keeps its requests and cache, neither waits for the other to finish,
-and per-call state the model keeps on itself is not shared (`isolate_rope_state`).
+and per-call state the model keeps on itself is not shared (compat.isolate_rope_state).
+Its tokens go through the same event path as the batch's (generation.py).
 """
 
 from __future__ import annotations
@@ -23,34 +24,26 @@ import copy
 import functools
 import logging
 import threading
-import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from qms_runtime.engine import GenerationEvent, SamplingParams
-from qms_runtime.media import MediaInputs
+from qms_runtime import compat
+from qms_runtime.engine.generation import SequenceObserver, finish_reason
+from qms_runtime.engine.sampling import generate_kwargs
+from qms_runtime.media.decode import MediaInputs
 from qms_runtime.metrics import RuntimeMetrics
-from qms_runtime.sampling import seeded_logits_processors
 from qms_runtime.settings import RuntimeSettings
+from qms_runtime.types import SamplingParams, TokenChunk
 
 log = logging.getLogger(__name__)
 
 # transformers 5.24 crashes (empty stack) when the talker emits its end code first.
 _TALKER_MIN_NEW_TOKENS = 2
-
-
-def load_processor(model_dir: Path) -> Any:
-    """The model directory's Qwen3OmniMoeProcessor (image, audio and video processors)."""
-    import transformers
-
-    auto: Any = transformers.AutoProcessor  # untyped
-    return auto.from_pretrained(str(model_dir))
 
 
 def processor_kwargs(settings: RuntimeSettings) -> dict[str, Any]:
@@ -61,52 +54,6 @@ def processor_kwargs(settings: RuntimeSettings) -> dict[str, Any]:
     videos.setdefault("fps", settings.video_fps)
     videos.setdefault("do_sample_frames", False)
     return kwargs
-
-
-def isolate_rope_state(thinker: Any) -> None:
-    """Give each thread its own `thinker.model.rope_deltas`.
-
-    generate() stores the m-RoPE offsets of its media prompt on the module and reads them
-    at every decoding step; the batching thread's text forwards overwrite them. With a
-    per-thread value, media requests and the batch share the weights but not that state.
-    """
-    inner = thinker.model
-    if getattr(type(inner), "_qms_thread_local_rope", False):
-        return
-    local = threading.local()
-
-    class ThreadLocalRope(type(inner)):  # type: ignore[misc]
-        _qms_thread_local_rope = True
-
-        @property
-        def rope_deltas(self) -> Any:
-            return getattr(local, "rope_deltas", None)
-
-        @rope_deltas.setter
-        def rope_deltas(self, value: Any) -> None:
-            local.rope_deltas = value
-
-    inner.__class__ = ThreadLocalRope
-
-
-def interleave_with_batch(thinker: Any, pause: Callable[[], AbstractContextManager[None]]) -> Any:
-    """Make the thinker's forward pause the batching loop when called from a media thread.
-
-    Returns the marker to set (`marker.media = True`) on threads that run media requests;
-    the batching thread's own forward calls pass straight through.
-    """
-    marker = threading.local()
-    forward = thinker.forward
-
-    @functools.wraps(forward)  # generate() checks its kwargs against forward's signature
-    def paused_forward(*args: Any, **kwargs: Any) -> Any:
-        if not getattr(marker, "media", False):
-            return forward(*args, **kwargs)
-        with pause():
-            return forward(*args, **kwargs)
-
-    thinker.forward = paused_forward
-    return marker
 
 
 class _Cancelled:
@@ -159,10 +106,10 @@ class OmniMedia:
         self._owner = owner  # the full model with talker + code2wav; None: no speech out
         self._eos = eos_token_ids
         self._metrics = metrics
-        isolate_rope_state(thinker)
+        compat.isolate_rope_state(thinker)
         initializer = None
         if pause is not None:
-            marker = interleave_with_batch(thinker, pause)
+            marker = compat.pause_batch_on_media_threads(thinker, pause)
             initializer = functools.partial(setattr, marker, "media", True)
         self._worker = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="qms-media", initializer=initializer
@@ -196,27 +143,6 @@ class OmniMedia:
             **self._call_kwargs,
         )
 
-    def _generate_kwargs(
-        self, params: SamplingParams, prefix: str = "", choice: int = 0
-    ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "eos_token_id": list(self._eos),
-            "do_sample": not params.greedy,
-        }
-        if not params.greedy and params.seed is not None:  # the engine's seeded sampling
-            kwargs.update(
-                do_sample=False,
-                logits_processor=seeded_logits_processors(
-                    params.seed, params.temperature, params.top_p, choice
-                ),
-            )
-        elif not params.greedy:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        if params.ignore_eos:
-            kwargs["min_new_tokens"] = params.max_new_tokens
-        return {prefix + key: value for key, value in kwargs.items()}
-
     def _run(
         self, inputs: Any, params: SamplingParams, choice: int, streamer: Any, stop: _Cancelled
     ) -> None:
@@ -227,7 +153,7 @@ class OmniMedia:
             with torch.inference_mode():
                 self._thinker.generate(
                     **inputs.to(device),
-                    **self._generate_kwargs(params, choice=choice),
+                    **generate_kwargs(params, self._eos, choice=choice),
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([stop]),
                 )
@@ -235,10 +161,10 @@ class OmniMedia:
             streamer.end()  # wake the stream, which then raises what generate raised
             raise
 
-    async def stream(
-        self, inputs: Any, params: SamplingParams, arrival: float, choice: int = 0
-    ) -> AsyncGenerator[GenerationEvent, None]:
-        """Generate with media (`choice` of its request, as in Engine.stream); yields new
+    async def tokens(
+        self, inputs: Any, params: SamplingParams, choice: int = 0
+    ) -> AsyncGenerator[TokenChunk, None]:
+        """Generate with media (`choice` of its request, as in Engine.tokens); yields new
         tokens as they come; stops if closed early."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -247,22 +173,14 @@ class OmniMedia:
         future = loop.run_in_executor(
             self._worker, self._run, inputs, params, choice, streamer, stop
         )
-        tokens: list[int] = []
-        eos = () if params.ignore_eos else self._eos
         try:
             while True:
                 new = await queue.get()
                 if new is None:
                     await future  # raises what generation raised
-                    reason = "stop" if tokens and tokens[-1] in eos else "length"
-                    self._metrics.e2e_latency.observe(time.perf_counter() - arrival)
-                    yield GenerationEvent(new_token_ids=[], finish_reason=reason)
+                    yield TokenChunk([], finished=True)
                     return
-                if not tokens:
-                    self._metrics.time_to_first_token.observe(time.perf_counter() - arrival)
-                tokens.extend(new)
-                self._metrics.generation_tokens.inc(len(new))
-                yield GenerationEvent(new_token_ids=new, finish_reason=None)
+                yield TokenChunk(new)
         finally:
             stop.event.set()
             if not future.done():
@@ -280,24 +198,25 @@ class OmniMedia:
                 return_audio=True,
                 talker_min_new_tokens=_TALKER_MIN_NEW_TOKENS,
                 talker_do_sample=False,  # greedy codec tokens: reproducible speech
-                **self._generate_kwargs(params, prefix="thinker_"),
+                **generate_kwargs(params, self._eos, prefix="thinker_"),
             )
         return sequences, waveform
 
     async def speak(
         self, inputs: Any, params: SamplingParams, voice: str, arrival: float
-    ) -> tuple[list[int], np.ndarray[Any, Any]]:
-        """Text tokens and the spoken waveform (float32, 24 kHz) of one answer."""
+    ) -> tuple[list[int], str, np.ndarray[Any, Any]]:
+        """Text tokens, finish reason and spoken waveform (float32, 24 kHz) of one answer."""
+        observer = SequenceObserver(self._metrics, arrival)
         loop = asyncio.get_running_loop()
         sequences, waveform = await loop.run_in_executor(
             self._worker, self._speak, inputs, params, voice
         )
         prompt_len = int(inputs["input_ids"].shape[1])
         tokens = [int(t) for t in sequences[0, prompt_len:].tolist()]
-        self._metrics.generation_tokens.inc(len(tokens))
-        self._metrics.e2e_latency.observe(time.perf_counter() - arrival)
+        self._metrics.generation_tokens.inc(len(tokens))  # all at once: no first token to time
+        observer.finished()
         wave = np.zeros(0, np.float32) if waveform is None else waveform.float().cpu().numpy()
-        return tokens, wave.reshape(-1)
+        return tokens, finish_reason(tokens, params, self._eos), wave.reshape(-1)
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)

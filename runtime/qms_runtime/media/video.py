@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from qms_runtime.errors import APIError, media_error
 from qms_runtime.settings import RuntimeSettings
+from qms_runtime.types import MediaError
 
 VIDEO_MIME_TYPES = frozenset(
     {"video/mp4", "video/webm", "video/quicktime", "video/x-matroska", "video/mpeg", "video/avi"}
@@ -31,8 +31,8 @@ MAX_DECODED_FPS = 120  # at most this many frames per accepted second are decode
 _EPSILON = 1e-6
 
 
-def _too_long(seconds: float, settings: RuntimeSettings, param: str) -> APIError:
-    return media_error(
+def _too_long(seconds: float, settings: RuntimeSettings, param: str) -> MediaError:
+    return MediaError(
         f"{param}: video is {seconds:.1f} s long; at most {settings.max_video_seconds:g} s "
         "are accepted",
         param,
@@ -42,7 +42,7 @@ def _too_long(seconds: float, settings: RuntimeSettings, param: str) -> APIError
 
 def check_frame_count(count: int, settings: RuntimeSettings, param: str) -> None:
     if count > settings.max_video_frames:
-        raise media_error(
+        raise MediaError(
             f"{param}: video has {count} frames at {settings.video_fps:g} fps; at most "
             f"{settings.max_video_frames} frames are accepted",
             param,
@@ -59,7 +59,7 @@ def scaled_size(width: int, height: int) -> tuple[int, int]:
 
 def _check_size(width: int, height: int, param: str) -> None:
     if width * height > MAX_DECODE_PIXELS:
-        raise media_error(
+        raise MediaError(
             f"{param}: video frames are {width}x{height} pixels; at most "
             f"{MAX_DECODE_PIXELS} pixels per frame are accepted",
             param,
@@ -83,7 +83,7 @@ class _Sampler:
     def _take_held(self) -> None:
         settings = self._settings
         if len(self.frames) == settings.max_video_frames:
-            raise media_error(
+            raise MediaError(
                 f"{self._param}: video gives more than {len(self.frames)} frames at "
                 f"{settings.video_fps:g} fps; at most {settings.max_video_frames} frames are "
                 "accepted",
@@ -109,7 +109,7 @@ class _Sampler:
         while self._held is not None and self._due <= self._held_time + _EPSILON:
             self._take_held()
         if not self.frames:
-            raise media_error(f"{self._param}: the video has no frames", self._param)
+            raise MediaError(f"{self._param}: the video has no frames", self._param)
         return np.stack(self.frames)
 
 
@@ -122,7 +122,7 @@ def decode_video(data: bytes, settings: RuntimeSettings, param: str) -> np.ndarr
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
-                raise media_error(f"{param}: the file has no video stream", param)
+                raise MediaError(f"{param}: the file has no video stream", param)
             stream = container.streams.video[0]
             _check_size(int(stream.codec_context.width), int(stream.codec_context.height), param)
             if container.duration is not None and container.duration / 1e6 > (
@@ -135,7 +135,7 @@ def decode_video(data: bytes, settings: RuntimeSettings, param: str) -> np.ndarr
             for index, frame in enumerate(container.decode(stream)):
                 _check_size(int(frame.width), int(frame.height), param)
                 if index >= most_decoded:
-                    raise media_error(
+                    raise MediaError(
                         f"{param}: video has more than {most_decoded} frames; at most "
                         f"{settings.max_video_seconds:g} s at up to {MAX_DECODED_FPS} fps are "
                         "accepted",
@@ -149,10 +149,10 @@ def decode_video(data: bytes, settings: RuntimeSettings, param: str) -> np.ndarr
                     raise _too_long(time, settings, param)
                 sampler.show(frame, time)
             return sampler.finish()
-    except APIError:
+    except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
-        raise media_error(f"{param}: the data is not a decodable video ({exc})", param) from exc
+        raise MediaError(f"{param}: the data is not a decodable video ({exc})", param) from exc
 
 
 def stack_frames(images: list[Any], param: str) -> np.ndarray[Any, Any]:
@@ -161,5 +161,5 @@ def stack_frames(images: list[Any], param: str) -> np.ndarray[Any, Any]:
     sizes = {array.shape for array in arrays}
     if len(sizes) > 1:
         listed = ", ".join(f"{w}x{h}" for h, w, _ in sorted(sizes))
-        raise media_error(f"{param}: the frames of one video differ in size ({listed})", param)
+        raise MediaError(f"{param}: the frames of one video differ in size ({listed})", param)
     return np.stack(arrays)

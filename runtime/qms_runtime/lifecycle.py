@@ -1,4 +1,7 @@
-"""The server's lifecycle: loading -> ready -> draining, or failed. One object per app."""
+"""The server's lifecycle: loading -> ready -> draining, or failed. One object per app.
+
+It raises `NotReady` (qms_runtime.types) while it cannot serve; the API layer answers 503.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from qms_runtime.checksums import verify_model_dir
-from qms_runtime.engine import Engine, SamplingParams
-from qms_runtime.errors import not_ready
-from qms_runtime.loading import LoadedModel, load_model
+from qms_runtime.api.serving import OpenAIServing, TextModel
+from qms_runtime.engine.backend import ModelBackend
+from qms_runtime.engine.batching import Engine
+from qms_runtime.engine.media_runner import OmniMedia, processor_kwargs
 from qms_runtime.metrics import RuntimeMetrics
-from qms_runtime.multimodal import OmniMedia, processor_kwargs
-from qms_runtime.serving import OpenAIServing
+from qms_runtime.models.checksums import verify_model_dir
+from qms_runtime.models.loading import LoadedModel, load_model
 from qms_runtime.settings import RuntimeSettings
+from qms_runtime.types import NotReady, SamplingParams
+
+# Builds the serving layer without a model: API tests with a fake backend.
+ServingFactory = Callable[[RuntimeSettings, RuntimeMetrics], OpenAIServing]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,7 @@ class ServerState:
     settings: RuntimeSettings
     metrics: RuntimeMetrics
     on_fatal: Callable[[BaseException], None] = _log_fatal
+    serving_factory: ServingFactory | None = None
     phase: Phase = "loading"
     engine: Engine | None = None
     serving: OpenAIServing | None = None
@@ -41,7 +49,20 @@ class ServerState:
 
     @property
     def ready(self) -> bool:
-        return self.phase == "ready" and self.engine is not None and self.engine.alive
+        engine_alive = self.engine.alive if self.engine is not None else self.serving is not None
+        return self.phase == "ready" and engine_alive
+
+    @property
+    def max_model_len(self) -> int | None:
+        return self.engine.loaded.max_model_len if self.engine is not None else None
+
+    @property
+    def in_flight(self) -> int:
+        """Sequences admitted and not yet finished (what a drain waits for)."""
+        return self.engine.admitted if self.engine is not None else 0
+
+    async def wait_idle(self, timeout: float) -> bool:
+        return await self.engine.wait_idle(timeout) if self.engine is not None else True
 
     @property
     def healthy(self) -> bool:
@@ -51,13 +72,13 @@ class ServerState:
         return self.engine is None or self.engine.alive
 
     def require_serving(self) -> OpenAIServing:
-        """The serving layer, or the 503 that says why there is none."""
+        """The serving layer, or the NotReady (503) that says why there is none."""
         if self.phase == "draining":
-            raise not_ready("the server is shutting down", "draining")
+            raise NotReady("the server is shutting down", "draining")
         if self.phase == "failed":
-            raise not_ready(f"the model failed to load: {self.error}", "load_failed")
+            raise NotReady(f"the model failed to load: {self.error}", "load_failed")
         if self.serving is None or self.phase != "ready":
-            raise not_ready("the model is still loading", "loading")
+            raise NotReady("the model is still loading", "loading")
         return self.serving
 
     def begin_drain(self) -> None:
@@ -71,6 +92,10 @@ class ServerState:
         """Verify, load, start batching and warm up; then ready. Failure is fatal."""
         settings = self.settings
         try:
+            if self.serving_factory is not None:
+                self.serving = self.serving_factory(settings, self.metrics)
+                self.phase = "ready" if self.phase == "loading" else self.phase
+                return
             if settings.verify_checksums:
                 log.info("verifying checksums in %s", settings.model_dir)
                 await asyncio.to_thread(verify_model_dir, settings.model_dir, _log_progress)
@@ -83,12 +108,14 @@ class ServerState:
             if settings.warmup:
                 prompt = loaded.tokenizer.encode("warm up") or [0]
                 await engine.generate(prompt, SamplingParams(max_new_tokens=2))
+            media = _omni_media(loaded, self.metrics, settings, engine)
             self.serving = OpenAIServing(
-                engine,
+                ModelBackend(engine, media),
+                TextModel(loaded.tokenizer, loaded.max_model_len, loaded.vocab_size),
                 settings.model_name,
                 self.metrics,
                 settings.retry_after_seconds,
-                media=_omni_media(loaded, self.metrics, settings, engine),
+                media=media,
                 settings=settings,
             )
             if self.phase == "loading":

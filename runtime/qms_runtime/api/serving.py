@@ -1,5 +1,8 @@
-"""Between routes and engine: validate, apply the chat template, run the sequences of a
-request and shape their results as OpenAI responses (full or streamed)."""
+"""Between routes and the generation backend: validate, apply the chat template, run the
+sequences of a request and shape their results as OpenAI responses (full or streamed).
+
+It needs a `GenerationBackend` (qms_runtime.types) and the tokenizer; the media runner
+only for media and speech. API tests can hand it a fake backend."""
 
 from __future__ import annotations
 
@@ -13,13 +16,10 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from qms_runtime.engine import Engine, SamplingParams
-from qms_runtime.errors import APIError, bad_request, echo, error_body, to_api_error
-from qms_runtime.media import parse_media, wav_bytes
-from qms_runtime.metrics import RuntimeMetrics
-from qms_runtime.multimodal import OmniMedia
-from qms_runtime.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
-from qms_runtime.responses import (
+from qms_runtime.api.errors import APIError, bad_request, echo, error_body, to_api_error
+from qms_runtime.api.media_parts import parse_media
+from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from qms_runtime.api.responses import (
     SSE_DONE,
     ChoiceResult,
     Kind,
@@ -29,8 +29,13 @@ from qms_runtime.responses import (
     sse,
     usage_chunk,
 )
+from qms_runtime.engine.generation import generate_events
+from qms_runtime.engine.media_runner import OmniMedia
+from qms_runtime.engine.textstream import IncrementalDecoder, StopChecker
+from qms_runtime.media.decode import wav_bytes
+from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.textstream import IncrementalDecoder, StopChecker
+from qms_runtime.types import GenerationBackend, Prompt, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +70,35 @@ class ChoiceDelta:
     finish_reason: str | None
 
 
+@dataclass(frozen=True)
+class TextModel:
+    """What serving needs to know of the model: its tokenizer and sizes."""
+
+    tokenizer: Any
+    max_model_len: int
+    vocab_size: int
+
+
 class OpenAIServing:
     def __init__(
         self,
-        engine: Engine,
+        backend: GenerationBackend,
+        model: TextModel,
         model_name: str,
         metrics: RuntimeMetrics,
         retry_after: int,
         media: OmniMedia | None = None,
         settings: RuntimeSettings | None = None,
     ) -> None:
-        self.engine = engine
+        self.backend = backend
         self.media = media
         self._settings = settings
         self.model_name = model_name
         self._metrics = metrics
         self._retry_after = retry_after
-        self._tokenizer = engine.loaded.tokenizer
-        self._max_len = engine.loaded.max_model_len
-        self._vocab = engine.loaded.vocab_size
+        self._tokenizer = model.tokenizer
+        self._max_len = model.max_model_len
+        self._vocab = model.vocab_size
         # Prompts and answers may hold personal data: logged only when asked for.
         self._log_text = settings is not None and settings.log_prompts
 
@@ -255,15 +270,14 @@ class OpenAIServing:
 
     async def _speak(self, prepared: PreparedRequest, voice: str) -> dict[str, Any]:
         assert self.media is not None
-        tokens, waveform = await self.media.speak(
+        tokens, reason, waveform = await self.media.speak(
             prepared.media_inputs, prepared.params, voice, prepared.arrival
         )
-        eos = self.engine.loaded.eos_token_ids
         text = self._decode(tokens)
         if self._log_text:
             log.info("generated 0 (speech): %r", text)
         choice = ChoiceResult(index=0, text=text, token_ids=tokens)
-        choice.finish_reason = "stop" if tokens and tokens[-1] in eos else "length"
+        choice.finish_reason = reason
         choice.audio = {
             "id": f"audio-{prepared.meta.response_id}",
             "data": base64.b64encode(wav_bytes(waveform)).decode("ascii"),
@@ -312,12 +326,14 @@ class OpenAIServing:
     ) -> AsyncGenerator[ChoiceDelta, None]:
         decoder = IncrementalDecoder(self._decode)
         stops = StopChecker(prepared.stops)
-        if prepared.media_inputs is not None and self.media is not None:
-            events = self.media.stream(
-                prepared.media_inputs, prepared.params, prepared.arrival, index
-            )
-        else:
-            events = self.engine.stream(prompt, prepared.params, prepared.arrival, index)
+        events = generate_events(
+            self.backend,
+            Prompt(prompt, prepared.media_inputs),
+            prepared.params,
+            prepared.arrival,
+            index,
+            self._metrics,
+        )
         generated: list[str] = []
         # Leaving early (aclosing) cancels the sequence in the batch.
         async with aclosing(events):

@@ -1,4 +1,4 @@
-"""The one polling helper of the e2e tests (also used by bench/operator_bench.py)."""
+"""The one polling helper of the tests and benchmarks."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Media in chat messages: decode and check images, audio and video before the processor
-sees them.
+"""Decode and check images, audio and video before the processor sees them.
 
-Every problem is a 400 that names it (param = the content part): corrupt base64, a mime
-type or audio format that is not accepted, an image over max_image_bytes, audio over
-max_audio_seconds, a video over its limits (video.py), more than max_media_items items
-(a video counts as one), remote URLs while they are off, undecodable bytes.
+Every problem raises a `MediaError` that names it (param = the content part; the API
+layer answers 400): corrupt base64, a mime type or audio format that is not accepted,
+an image over max_image_bytes, audio over max_audio_seconds, a video over its limits
+(video.py), remote URLs while they are off, undecodable bytes. Which parts of a chat
+request are media is the API layer's business (api/media_parts.py).
 """
 
 from __future__ import annotations
@@ -19,18 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from qms_runtime.errors import echo, media_error, media_too_large
-from qms_runtime.protocol import (
-    AudioPart,
-    ChatMessage,
-    ImagePart,
-    TextPart,
-    VideoFramesPart,
-    VideoURLPart,
-)
-from qms_runtime.remote import RemoteFetcher
-from qms_runtime.settings import RuntimeSettings
-from qms_runtime.video import (
+from qms_runtime.media.remote import RemoteFetcher
+from qms_runtime.media.video import (
     MAX_FRAME_PIXELS,
     VIDEO_MIME_TYPES,
     check_frame_count,
@@ -38,6 +28,9 @@ from qms_runtime.video import (
     scaled_size,
     stack_frames,
 )
+from qms_runtime.quoting import echo
+from qms_runtime.settings import RuntimeSettings
+from qms_runtime.types import MediaError, media_too_large
 
 IMAGE_MIME_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"})
 AUDIO_FORMATS = frozenset({"wav", "mp3", "flac"})
@@ -60,7 +53,7 @@ def _b64decode(data: str, param: str) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise media_error(f"{param}: corrupt base64 data ({exc})", param) from exc
+        raise MediaError(f"{param}: corrupt base64 data ({exc})", param) from exc
 
 
 def url_bytes(
@@ -78,9 +71,9 @@ def url_bytes(
         header, sep, payload = url[5:].partition(",")
         mime, _, encoding = header.partition(";")
         if not sep or encoding != "base64":
-            raise media_error(f"{param}: expected a data:<mime>;base64,<data> URL", param)
+            raise MediaError(f"{param}: expected a data:<mime>;base64,<data> URL", param)
         if mime.lower() not in mime_types:
-            raise media_error(
+            raise MediaError(
                 f"{param}: mime type {echo(mime)} is not an accepted {kind} type "
                 f"({', '.join(sorted(mime_types))})",
                 param,
@@ -88,7 +81,7 @@ def url_bytes(
             )
         data = _b64decode(payload, param)
     elif scheme in ("http", "https") and not settings.allow_remote_media:
-        raise media_error(
+        raise MediaError(
             f"{param}: remote {kind} URLs are not allowed on this server "
             f"(QMS_ALLOW_REMOTE_MEDIA=false); send the {kind} as a data: URL",
             param,
@@ -97,7 +90,7 @@ def url_bytes(
     elif scheme in ("http", "https"):
         data = RemoteFetcher(settings.allowed_media_domains).fetch(url, kind, limit, param)
     else:
-        raise media_error(
+        raise MediaError(
             f"{param}: a {kind} URL must be a data: URL"
             + (" or an http(s) URL" if settings.allow_remote_media else ""),
             param,
@@ -116,7 +109,7 @@ def decode_image(url: str, settings: RuntimeSettings, param: str) -> Any:
         image = Image.open(io.BytesIO(data))  # reads the header only
         width, height = image.size
         if width * height > MAX_IMAGE_PIXELS:  # before load(): a small PNG can be huge
-            raise media_error(
+            raise MediaError(
                 f"{param}: image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} "
                 "pixels are accepted",
                 param,
@@ -124,28 +117,31 @@ def decode_image(url: str, settings: RuntimeSettings, param: str) -> Any:
             )
         image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
-        raise media_error(f"{param}: the data is not a decodable image ({exc})", param) from exc
+        raise MediaError(f"{param}: the data is not a decodable image ({exc})", param) from exc
     return image.convert("RGB")
 
 
-def decode_audio(part: AudioPart, settings: RuntimeSettings, param: str) -> np.ndarray[Any, Any]:
+def decode_audio(
+    given_format: str, data_b64: str, settings: RuntimeSettings, param: str
+) -> np.ndarray[Any, Any]:
+    """An OpenAI `input_audio` part (format, base64 data) as mono float32 at 16 kHz."""
     soundfile: Any = importlib.import_module("soundfile")  # untyped
 
-    audio_format = part.input_audio.format.lower()
+    audio_format = given_format.lower()
     if audio_format not in AUDIO_FORMATS:
-        raise media_error(
-            f"{param}: audio format {echo(part.input_audio.format)} is not accepted "
+        raise MediaError(
+            f"{param}: audio format {echo(given_format)} is not accepted "
             f"({', '.join(sorted(AUDIO_FORMATS))})",
             param,
             "unsupported_media_type",
         )
-    data = _b64decode(part.input_audio.data, param)
+    data = _b64decode(data_b64, param)
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as sound:  # the container says its format
             rate = int(sound.samplerate)
             seconds = sound.frames / rate if sound.frames > 0 else 0.0
             if seconds > settings.max_audio_seconds:
-                raise media_error(
+                raise MediaError(
                     f"{param}: audio is {seconds:.1f} s long; at most "
                     f"{settings.max_audio_seconds:g} s are accepted",
                     param,
@@ -153,14 +149,14 @@ def decode_audio(part: AudioPart, settings: RuntimeSettings, param: str) -> np.n
                 )
             samples = sound.read(dtype="float32", always_2d=True)
     except (RuntimeError, TypeError, ValueError, soundfile.LibsndfileError) as exc:
-        raise media_error(
+        raise MediaError(
             f"{param}: the data is not decodable {audio_format} audio ({exc})", param
         ) from exc
     mono: np.ndarray[Any, Any] = samples.mean(axis=1)
     if mono.size == 0:
-        raise media_error(f"{param}: the audio is empty", param)
+        raise MediaError(f"{param}: the audio is empty", param)
     if mono.size / rate > settings.max_audio_seconds:  # frames were unknown up front
-        raise media_error(
+        raise MediaError(
             f"{param}: audio is longer than {settings.max_audio_seconds:g} s",
             param,
             "media_too_long",
@@ -168,16 +164,20 @@ def decode_audio(part: AudioPart, settings: RuntimeSettings, param: str) -> np.n
     return resample(mono, rate, AUDIO_SAMPLING_RATE)
 
 
-def decode_video_part(
-    part: VideoURLPart | VideoFramesPart, settings: RuntimeSettings, param: str
+def decode_video_url(url: str, settings: RuntimeSettings, param: str) -> np.ndarray[Any, Any]:
+    """A video file behind a data: (or allowed http(s)) URL, sampled at video_fps."""
+    limit = settings.max_video_bytes
+    data = url_bytes(url, "video", VIDEO_MIME_TYPES, limit, settings, param)
+    return decode_video(data, settings, param)
+
+
+def decode_video_frames(
+    urls: list[str], settings: RuntimeSettings, param: str
 ) -> np.ndarray[Any, Any]:
-    if isinstance(part, VideoURLPart):
-        limit = settings.max_video_bytes
-        data = url_bytes(part.video_url.url, "video", VIDEO_MIME_TYPES, limit, settings, param)
-        return decode_video(data, settings, param)
-    check_frame_count(len(part.video), settings, param)
+    """A video given as a list of image URLs (Qwen's spelling), taken as sampled frames."""
+    check_frame_count(len(urls), settings, param)
     frames = []
-    for i, url in enumerate(part.video):
+    for i, url in enumerate(urls):
         image = decode_image(url, settings, f"{param}.video.{i}")
         width, height = image.size
         if width * height > MAX_FRAME_PIXELS:  # as decoded video frames are
@@ -194,38 +194,6 @@ def resample(samples: np.ndarray[Any, Any], rate: int, target: int) -> np.ndarra
     positions = np.arange(count, dtype=np.float64) * (rate / target)
     result: np.ndarray[Any, Any] = np.interp(positions, np.arange(samples.size), samples)
     return result.astype(np.float32)
-
-
-def parse_media(messages: list[ChatMessage], settings: RuntimeSettings) -> MediaInputs:
-    """Decode every media part and build the processor's messages (raises APIError 400)."""
-    count = sum(len(message.media()) for message in messages)
-    if count > settings.max_media_items:
-        raise media_error(
-            f"the request has {count} media items; at most {settings.max_media_items} are accepted",
-            "messages",
-            "too_many_media_items",
-        )
-    result = MediaInputs()
-    for m, message in enumerate(messages):
-        if isinstance(message.content, str) or message.content is None:
-            result.messages.append({"role": message.role, "content": message.content or ""})
-            continue
-        parts: list[dict[str, Any]] = []
-        for p, part in enumerate(message.content):
-            param = f"messages.{m}.content.{p}"
-            if isinstance(part, TextPart):
-                parts.append({"type": "text", "text": part.text})
-            elif isinstance(part, ImagePart):
-                result.images.append(decode_image(part.image_url.url, settings, param))
-                parts.append({"type": "image"})
-            elif isinstance(part, AudioPart):
-                result.audio.append(decode_audio(part, settings, param))
-                parts.append({"type": "audio"})
-            else:
-                result.videos.append(decode_video_part(part, settings, param))
-                parts.append({"type": "video"})
-        result.messages.append({"role": message.role, "content": parts})
-    return result
 
 
 def wav_bytes(waveform: np.ndarray[Any, Any], rate: int = SPEECH_SAMPLING_RATE) -> bytes:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from qms_runtime.protocol import ChatCompletionRequest, CompletionRequest, ErrorResponse
+from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, ErrorResponse
 
 _REF = "#/components/schemas/{model}"
 _ERRORS = {

@@ -4,8 +4,10 @@ Body: `{"error": {"message", "type", "param", "code"}}`. 400 bad input, 401 bad 
 missing API key, 404 unknown model or route, 413 body too large, 429 overloaded (with
 Retry-After), 503 loading or draining, 500 anything unexpected.
 
-Client input that an error message repeats goes through `echo` (escaped, length-capped),
-every text of the body through `safe_text`, and the body is rendered as ASCII JSON, so
+The layers below raise domain errors (qms_runtime.types: MediaError, NotReady,
+EngineOverloaded, ...); `to_api_error` maps each to its status here. Client input that
+an error message repeats goes through `echo` (escaped, length-capped, quoting.py), every
+text of the body through `safe_text`, and the body is rendered as ASCII JSON, so
 rendering cannot fail on what a client sent. If building the answer fails all the same,
 the handler falls back to a constant 500 body (`LAST_RESORT`): the error path cannot raise.
 """
@@ -21,51 +23,23 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from qms_runtime.engine import EngineOverloaded, EngineUnavailable, GenerationFailed
+from qms_runtime.quoting import MAX_ECHO_CHARS, echo, safe_text
+from qms_runtime.types import (
+    EngineOverloaded,
+    EngineUnavailable,
+    GenerationFailed,
+    MediaError,
+    NotReady,
+)
+
+__all__ = ["APIError", "bad_request", "echo", "error_body", "safe_text", "to_api_error"]
 
 log = logging.getLogger(__name__)
 
-MAX_ECHO_CHARS = 64
-MAX_MESSAGE_CHARS = 2000
 LAST_RESORT = (
     b'{"error":{"message":"internal server error","type":"server_error",'
     b'"param":null,"code":"internal"}}'
 )
-
-
-def _escape(text: str) -> str:
-    """Printable characters as they are; the rest (controls, lone surrogates, ...) as
-    backslash escapes, so the result always encodes as UTF-8 and prints on one line."""
-    if text.isascii() and text.isprintable():
-        return text
-    out = []
-    for char in text:
-        point = ord(char)
-        if char.isprintable():
-            out.append(char)
-        elif point < 0x100:
-            out.append(f"\\x{point:02x}")
-        elif point < 0x10000:
-            out.append(f"\\u{point:04x}")
-        else:
-            out.append(f"\\U{point:08x}")
-    return "".join(out)
-
-
-def safe_text(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """`text` as a string that renders anywhere: escaped and cut at `limit` characters."""
-    try:
-        value = text if isinstance(text, str) else str(text)
-    except Exception:
-        return "<unprintable>"
-    cut = len(value) > limit
-    escaped = _escape(value[:limit])
-    return escaped + "..." if cut else escaped
-
-
-def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
-    """Client input quoted for an error message: escaped, at most `limit` characters."""
-    return "'" + safe_text(value, limit) + "'"
 
 
 class APIError(Exception):
@@ -90,17 +64,6 @@ class APIError(Exception):
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
-
-
-def media_error(message: str, param: str, code: str = "invalid_media") -> APIError:
-    """400 for a content part that cannot be used (media.py, video.py)."""
-    return APIError(400, message, param=param, code=code)
-
-
-def media_too_large(kind: str, limit: int, param: str) -> APIError:
-    return media_error(
-        f"{param}: {kind} is over the limit of {limit} bytes", param, "media_too_large"
-    )
 
 
 def not_ready(message: str, code: str) -> APIError:
@@ -150,6 +113,10 @@ def to_api_error(exc: BaseException, retry_after: int) -> APIError:
             code="server_overloaded",
             headers={"Retry-After": str(retry_after)},
         )
+    if isinstance(exc, MediaError):
+        return APIError(400, exc.message, code=exc.code, param=exc.param)
+    if isinstance(exc, NotReady):
+        return not_ready(exc.message, exc.code)
     if isinstance(exc, EngineUnavailable):
         return not_ready(str(exc), "engine_unavailable")
     if isinstance(exc, GenerationFailed):
@@ -194,6 +161,8 @@ def install_error_handlers(app: FastAPI, retry_after: int) -> None:
         EngineOverloaded,
         EngineUnavailable,
         GenerationFailed,
+        MediaError,
+        NotReady,
         StarletteHTTPException,
         Exception,
     ):

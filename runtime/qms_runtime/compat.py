@@ -1,0 +1,279 @@
+"""Every private piece of transformers the runtime relies on, in one place.
+
+Written for transformers 5.24 (pyproject pins >=5.24,<5.25). It sits in the bottom
+layer (the engine and the model loader both use it) and imports nothing of the runtime.
+`check_transformers()` runs at start-up, before the model loads, and `check_manager()`
+right after the continuous-batching manager is made: each names what is missing and
+the version this module was written for, instead of an AttributeError deep in a
+request. An import-linter contract forbids `transformers.generation.continuous_batching` anywhere
+else in the runtime.
+
+What is used, and why:
+- the manager's `_generation_step` (wrapped: batch size and step count per step),
+  `batch_processor.inputs_and_outputs.num_request_in_batch`, `.scheduler.active_requests`
+  and `.cache.compute_free_capacity()` (the vllm: gauges);
+- `output_router._lock` / `.result_handlers` (the manager removes the handler of a
+  finished request only; a cancelled one is removed here);
+- `RequestStatus.FAILED` of a result;
+- the CB top-k / top-p warpers' classes (swapped for cheaper subclasses in place) and the
+  logits-processor list's `logits_processor`, `tensors_required`, `supported_keys` and
+  `do_processing` (a seeded-sampling processor appended);
+- on Qwen3-Omni: `thinker.model.rope_deltas` (made thread-local by a class swap), the
+  thinker's `forward` (wrapped: media threads pause the batch), and the talker config's
+  `audio_config` (5.24's talker rope index reads it).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+
+WRITTEN_FOR = "5.24"
+
+
+class TransformersIncompatible(RuntimeError):
+    """The installed transformers lacks a piece this runtime uses."""
+
+
+def _missing(what: str) -> TransformersIncompatible:
+    import transformers
+
+    return TransformersIncompatible(
+        f"transformers {transformers.__version__} has no {what}; qms_runtime.compat "
+        f"was written for transformers {WRITTEN_FOR} (install transformers>={WRITTEN_FOR},<5.25)"
+    )
+
+
+def check_transformers() -> None:
+    """Fail at start-up, naming the piece, when this transformers lacks what we use."""
+    import transformers
+    from transformers.generation.continuous_batching import cb_logits_processors, requests
+    from transformers.generation.continuous_batching.continuous_api import (
+        ContinuousBatchingManager,
+    )
+
+    for module, name in (
+        (cb_logits_processors, "ContinuousBatchingTopKLogitsWarper"),
+        (cb_logits_processors, "ContinuousBatchingTopPLogitsWarper"),
+        (cb_logits_processors, "ContinuousBatchingLogitsProcessor"),
+        (requests, "RequestStatus"),
+        (transformers, "ContinuousBatchingConfig"),
+    ):
+        if not hasattr(module, name):
+            raise _missing(f"{module.__name__}.{name}")
+    for method in ("_generation_step", "pause", "register_result_handler", "cancel_request"):
+        if not callable(getattr(ContinuousBatchingManager, method, None)):
+            raise _missing(f"ContinuousBatchingManager.{method}")
+
+
+def check_manager(manager: Any) -> None:
+    """The manager's private state we touch exists (call before start())."""
+    router = getattr(manager, "output_router", None)
+    for owner, name, attr in (
+        (manager, "manager", "background_thread_status"),
+        (router, "output_router", "_lock"),
+        (router, "output_router", "result_handlers"),
+        (getattr(manager, "logit_processor", None), "logit_processor", "logits_processor"),
+        (getattr(manager, "logit_processor", None), "logit_processor", "supported_keys"),
+        (getattr(manager, "logit_processor", None), "logit_processor", "tensors_required"),
+    ):
+        if owner is None or not hasattr(owner, attr):
+            raise _missing(f"{name}.{attr} on the continuous-batching manager")
+
+
+# ------------------------------------------------------------------ manager state
+def on_each_step(manager: Any, callback: Callable[[int], None]) -> None:
+    """Call `callback(sequences in the batch)` after every batch step (the manager has no
+    per-step hook: its private step is wrapped, on this instance only)."""
+    step = manager._generation_step
+
+    def observed_step() -> None:
+        step()
+        io = getattr(manager.batch_processor, "inputs_and_outputs", None)
+        callback(int(getattr(io, "num_request_in_batch", 0) or 0))
+
+    manager._generation_step = observed_step
+
+
+def is_alive(manager: Any) -> bool:
+    return manager.background_thread_status.fatal_error is None and bool(manager.is_running())
+
+
+def active_requests(manager: Any) -> int:
+    processor = getattr(manager, "batch_processor", None)
+    scheduler = getattr(processor, "scheduler", None)
+    return len(scheduler.active_requests) if scheduler is not None else 0
+
+
+def kv_cache_usage(manager: Any) -> float:
+    processor = getattr(manager, "batch_processor", None)
+    cache = getattr(processor, "cache", None)
+    if cache is None:
+        return 0.0
+    return float(max(0.0, min(1.0, 1.0 - cache.compute_free_capacity())))
+
+
+def drop_result_handler(manager: Any, request_id: str) -> None:
+    """The manager only auto-removes handlers of finished requests."""
+    router = manager.output_router
+    with router._lock:
+        router.result_handlers.pop(request_id, None)
+
+
+def is_failed(output: Any) -> bool:
+    from transformers.generation.continuous_batching.requests import RequestStatus
+
+    return bool(output.status == RequestStatus.FAILED)
+
+
+# ------------------------------------------------------------- logits processors
+def use_fast_warpers(manager: Any) -> None:
+    """Swap the manager's CB top-k/top-p warpers for cheaper ones (before start()).
+
+    transformers' CB warpers sort the whole vocabulary twice per step even when no row
+    needs it; these keep the same masks but take `torch.topk` of only the largest k
+    asked for, and skip top-p when every row has p = 1.
+    """
+    from transformers.generation.continuous_batching.cb_logits_processors import (
+        ContinuousBatchingTopKLogitsWarper,
+        ContinuousBatchingTopPLogitsWarper,
+    )
+
+    class FastTopK(ContinuousBatchingTopKLogitsWarper):
+        def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+            vocab = scores.size(-1)
+            top_k = tensor_arg[: scores.size(0)].clamp(min=1, max=vocab)
+            k_max = int(top_k.max())
+            if k_max >= vocab and int(top_k.min()) >= vocab:
+                return scores
+            values = torch.topk(scores, k_max, dim=-1).values  # sorted, largest first
+            thresholds = values.gather(-1, (top_k - 1).unsqueeze(-1).to(torch.int64))
+            return scores.masked_fill(scores < thresholds, self.filter_value)
+
+    class FastTopP(ContinuousBatchingTopPLogitsWarper):
+        def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+            top_p = tensor_arg[: scores.size(0)].view(dtype=torch.float32)
+            if bool((top_p >= 1.0).all()):
+                return scores
+            result: torch.Tensor = super().__call__(scores, tensor_arg)
+            return result
+
+    for processor in manager.logit_processor.logits_processor:
+        if type(processor) is ContinuousBatchingTopKLogitsWarper:  # same state, faster call
+            processor.__class__ = FastTopK
+        elif type(processor) is ContinuousBatchingTopPLogitsWarper:
+            processor.__class__ = FastTopP
+
+
+SeededRows = Callable[[torch.Tensor, list[tuple[int, int]]], torch.Tensor]
+
+
+def use_seeded_sampling(manager: Any, seeded_rows: SeededRows) -> None:
+    """Give the manager a last logits processor that takes a per-request `seed=` (an int)
+    and has that request's rows picked by `seeded_rows(scores of those rows, [(seed,
+    position)])` (engine/sampling.py: Gumbel-max, one-hot rows).
+
+    Rows of unseeded requests are left alone and cost nothing. transformers calls
+    `prepare_tensor_args` with the requests that sample in the next forward, in row order
+    (input_outputs.py `prepare_batch_tensors`, right after it advanced `position_offset`
+    past the tokens of this forward), then, on the same thread, the processors on those
+    rows' logits; the row -> (seed, position) list is handed over between the two calls.
+    """
+    from transformers.generation.continuous_batching.cb_logits_processors import (
+        ContinuousBatchingLogitsProcessor,
+    )
+
+    class SeededSampling(ContinuousBatchingLogitsProcessor):
+        supported_kwargs: dict[str, type] = {"seed": int}
+        ignored_kwargs: tuple[str, ...] = ()
+
+        def __init__(self) -> None:
+            self.rows: list[tuple[int, int, int]] = []  # (row, seed, position) of the next forward
+
+        def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+            int32_tensor.fill_(0)  # its row of the IO's argument tensor stays unused
+
+        def prepare_tensor_args(self, requests_with_new_token: list[Any]) -> torch.Tensor:
+            rows = []
+            for row, request in enumerate(requests_with_new_token):
+                seed = request.state.logit_processor_kwargs.get("seed")
+                if seed is not None:
+                    # The token sampled now goes at this position (prompt + tokens before it).
+                    rows.append((row, int(seed), int(request.state.position_offset)))
+            self.rows = rows
+            return torch.empty(0, dtype=torch.int32)  # nothing to send to the device
+
+        def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+            if not self.rows:
+                return scores
+            index = torch.tensor([row for row, _, _ in self.rows], device=scores.device)
+            picked = seeded_rows(scores.index_select(0, index), [(s, p) for _, s, p in self.rows])
+            return scores.index_copy(0, index, picked)
+
+    processors = manager.logit_processor  # a ContinuousBatchingLogitsProcessorList
+    processors.logits_processor.append(SeededSampling())
+    processors.tensors_required += 1  # one int32 row per CB processor in the IO's bulk tensor
+    processors.supported_keys.update(SeededSampling.supported_kwargs)  # check_kwargs accepts seed
+    processors.do_processing = True
+
+
+# --------------------------------------------------------------------- Qwen3-Omni
+def isolate_rope_state(thinker: Any) -> None:
+    """Give each thread its own `thinker.model.rope_deltas`.
+
+    generate() stores the m-RoPE offsets of its media prompt on the module and reads them
+    at every decoding step; the batching thread's text forwards overwrite them. With a
+    per-thread value, media requests and the batch share the weights but not that state.
+    """
+    inner = thinker.model
+    if getattr(type(inner), "_qms_thread_local_rope", False):
+        return
+    local = threading.local()
+
+    class ThreadLocalRope(type(inner)):  # type: ignore[misc]
+        _qms_thread_local_rope = True
+
+        @property
+        def rope_deltas(self) -> Any:
+            return getattr(local, "rope_deltas", None)
+
+        @rope_deltas.setter
+        def rope_deltas(self, value: Any) -> None:
+            local.rope_deltas = value
+
+    inner.__class__ = ThreadLocalRope
+
+
+def pause_batch_on_media_threads(
+    thinker: Any, pause: Callable[[], AbstractContextManager[None]]
+) -> Any:
+    """Make the thinker's forward pause the batching loop when called from a media thread.
+
+    Returns the marker to set (`marker.media = True`) on threads that run media requests;
+    the batching thread's own forward calls pass straight through.
+    """
+    marker = threading.local()
+    forward = thinker.forward
+
+    @functools.wraps(forward)  # generate() checks its kwargs against forward's signature
+    def paused_forward(*args: Any, **kwargs: Any) -> Any:
+        if not getattr(marker, "media", False):
+            return forward(*args, **kwargs)
+        with pause():
+            return forward(*args, **kwargs)
+
+    thinker.forward = paused_forward
+    return marker
+
+
+def fix_talker_config(owner: Any) -> None:
+    """5.24: the talker's rope index reads `audio_config`, which its config lacks."""
+    thinker_config: Any = owner.config.thinker_config
+    talker_config: Any = owner.talker.config
+    if not hasattr(talker_config, "audio_config"):
+        talker_config.audio_config = thinker_config.audio_config

@@ -1,0 +1,118 @@
+"""The leaf every other layer may use: what a generation is asked and answers, the
+backend protocol the API layer talks to, and the domain errors that layers below the
+API raise (the API layer alone turns them into HTTP statuses: api/errors.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one sequence is generated. A new sampling parameter is a field here, a field
+    of the request models (api/protocol.py) and its translation for the two engines
+    (engine/sampling.py: `cb_request_kwargs` and `generate_kwargs`)."""
+
+    max_new_tokens: int
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    ignore_eos: bool = False
+    seed: int | None = None  # OpenAI `seed`: sampled tokens depend on it and the prompt only
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What a sequence starts from: token ids, and for media requests the processor's
+    inputs (pixel values, audio features, m-RoPE positions) that go with them."""
+
+    token_ids: list[int]
+    media_inputs: Any = None
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """What a backend yields: the tokens new since the last chunk, and whether the
+    sequence is finished (then no chunk follows)."""
+
+    token_ids: list[int]
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    new_token_ids: list[int]
+    finish_reason: str | None  # None while running; "stop" (EOS) or "length" at the end
+
+
+class Admission(Protocol):
+    """Slots held by one HTTP request; `release()` is idempotent."""
+
+    def release(self) -> None: ...
+
+    def __enter__(self) -> Admission: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class GenerationBackend(Protocol):
+    """What the API layer generates with: the continuous-batching engine with the media
+    runner beside it (engine/backend.py), or a fake in the API tests."""
+
+    eos_token_ids: tuple[int, ...]
+
+    def admit(self, sequences: int) -> Admission:
+        """Hold `sequences` slots or raise `EngineOverloaded`."""
+        ...
+
+    def tokens(
+        self, prompt: Prompt, params: SamplingParams, choice: int
+    ) -> AsyncGenerator[TokenChunk, None]:
+        """Generate one sequence (`choice` of its request: seeded choices differ); closing
+        the iterator early cancels it."""
+        ...
+
+
+# ------------------------------------------------------------------------ errors
+class EngineOverloaded(Exception):
+    """More sequences than the engine admits (429)."""
+
+
+class EngineUnavailable(Exception):
+    """The batching loop is stopping or dead (503)."""
+
+
+class GenerationFailed(Exception):
+    """The batching loop reported a failure for this request (500)."""
+
+
+class NotReady(Exception):
+    """The server cannot take requests now (503): loading, draining or failed; `code`
+    says which."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class MediaError(Exception):
+    """A content part that cannot be used (400); `param` names it."""
+
+    def __init__(self, message: str, param: str, code: str = "invalid_media") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+def media_too_large(kind: str, limit: int, param: str) -> MediaError:
+    return MediaError(
+        f"{param}: {kind} is over the limit of {limit} bytes", param, "media_too_large"
+    )

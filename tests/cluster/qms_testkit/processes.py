@@ -1,0 +1,171 @@
+"""The processes tests and benchmarks start: `qms-runtime serve` and `qms-operator run`,
+each on free loopback ports, with their logs in a file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from qms_cluster import Cluster
+from qms_testkit.net import free_port
+from qms_testkit.polling import wait_for
+from qms_testkit.prom import Samples, samples, scrape
+
+WRITE_VERBS = ("apply", "delete", "patch_status", "create")
+
+
+class RuntimeServer:
+    """`qms-runtime serve` in a subprocess on a free loopback port."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        log_path: Path,
+        *,
+        launcher: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
+        env.update({f"QMS_{k.upper()}": str(v) for k, v in settings.items()})
+        env["QMS_LOG_FORMAT"] = env.get("QMS_LOG_FORMAT", "text")
+        env.update(extra_env or {})
+        self._log = log_path.open("wb")
+        # A launcher is a script that prepares the process (stubs) and then runs the CLI.
+        program = [str(launcher)] if launcher is not None else ["-m", "qms_runtime.cli"]
+        command = [
+            sys.executable, *program, "serve",
+            "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(self.port),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=self._log)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited {self.process.returncode}: {self.logs()}")
+            try:
+                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready after {timeout}s: {self.logs()}")
+
+    def logs(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def start_server(model_dir: Path, log_dir: Path, **settings: Any) -> RuntimeServer:
+    server = RuntimeServer(model_dir, log_dir / f"server-{time.time_ns()}.log", **settings)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop(timeout=10)
+        raise
+    return server
+
+
+class Operator:
+    """A `qms-operator run` subprocess with its metrics and health ports."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespaces: list[str],
+        *extra: str,
+        log: Path,
+        kubeconfig: Path | None = None,
+    ) -> None:
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        args = [f"--namespace={ns}" for ns in namespaces] or ["--all-namespaces"]
+        self.log = log
+        config = kubeconfig or cluster.kubeconfig
+        env = {**os.environ, "KUBECONFIG": str(config), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "qms_operator.cli",
+                "run",
+                *args,
+                f"--metrics-port={self.metrics_port}",
+                f"--health-port={self.health_port}",
+                *extra,
+            ],
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def metrics(self) -> Samples:
+        return samples(scrape(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5))
+
+    def writes(self, kind: str | None = None) -> int:
+        """API write requests sent so far (optionally for one kind)."""
+        total = 0.0
+        for (name, labels), value in self.metrics().items():
+            lab = dict(labels)
+            if (
+                name == "qms_operator_api_requests_total"
+                and lab["verb"] in WRITE_VERBS
+                and (kind is None or lab["kind"] == kind)
+            ):
+                total += value
+        return int(total)
+
+    def reconciles(self) -> float:
+        return sum(
+            v for (n, _), v in self.metrics().items() if n == "qms_operator_reconciles_total"
+        )
+
+    def healthy(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/healthz"
+            with urllib.request.urlopen(url, timeout=2) as rsp:
+                return bool(rsp.status == 200)
+        except OSError:
+            return False
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        wait_for(
+            "operator /healthz", lambda: self.healthy() or self.proc.poll() is not None, timeout
+        )
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
