@@ -64,11 +64,19 @@ def _strict(node: Any) -> Any:
     return node
 
 
+def strict_schema(openapi: dict[str, Any]) -> dict[str, Any]:
+    """A CRD's openAPIV3Schema as a JSON Schema that refuses unknown fields, as the API
+    server's strict field validation does."""
+    strict: dict[str, Any] = _strict(copy.deepcopy(openapi))
+    return strict
+
+
 def crd_validator() -> jsonschema.protocols.Validator:
     """A JSON Schema validator for the committed CRD's openAPIV3Schema."""
     crd = load_yaml(CRD_FILE)
-    schema = copy.deepcopy(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
-    return jsonschema.Draft7Validator(_strict(schema))
+    return jsonschema.Draft7Validator(
+        strict_schema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    )
 
 
 def error_field(error: jsonschema.ValidationError) -> str:

@@ -103,6 +103,8 @@ def test_optional_children_follow_their_switches() -> None:
         ("policy/v1", "PodDisruptionBudget"),
         ("networking.k8s.io/v1", "NetworkPolicy"),
         ("networking.k8s.io/v1", "Ingress"),
+        ("inference.networking.k8s.io/v1", "InferencePool"),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"),
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ]
     monitored = build(with_(MINIMAL, monitoring={"serviceMonitor": True}))
@@ -245,6 +247,148 @@ def test_network_policy_peers() -> None:
             "ports": [{"protocol": "TCP", "port": 8080}],
         }
     ]
+
+
+GATEWAY = {"enabled": True, "parentRefs": [{"name": "inference-gw", "namespace": "gateways"}]}
+OWNER = {
+    "apiVersion": "serving.qms.io/v1alpha1",
+    "kind": "QwenModelServer",
+    "name": "qwen3-omni",
+    "uid": "uid-1",
+    "controller": True,
+    "blockOwnerDeletion": False,
+}
+LABELS = {
+    "app.kubernetes.io/name": "qms-runtime",
+    "app.kubernetes.io/instance": "qwen3-omni",
+    "app.kubernetes.io/managed-by": "qms-operator",
+    "app.kubernetes.io/component": "model-server",
+}
+
+
+def test_http_route_defaults_to_the_ingress_paths_and_the_service() -> None:
+    route = build(with_(MINIMAL, gateway=GATEWAY))["HTTPRoute"]
+    assert route == {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": "qwen3-omni",
+            "namespace": "models",
+            "labels": LABELS,
+            "ownerReferences": [OWNER],
+        },
+        "spec": {
+            "parentRefs": [
+                {
+                    "group": "gateway.networking.k8s.io",
+                    "kind": "Gateway",
+                    "name": "inference-gw",
+                    "namespace": "gateways",
+                }
+            ],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                    "backendRefs": [
+                        {
+                            "group": "",
+                            "kind": "Service",
+                            "name": "qwen3-omni",
+                            "port": 8080,
+                            "weight": 1,
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def test_http_route_to_the_inference_pool() -> None:
+    children = build(
+        with_(
+            MINIMAL,
+            model={**MINIMAL["model"], "revision": "2026-11"},
+            gateway={
+                **GATEWAY,
+                "hostnames": ["model.example.com", "*.models.example.com"],
+                "paths": ["/v1/chat/completions", "/v1/completions"],
+                "pathType": "Exact",
+                "annotations": {"team": "ml"},
+            },
+            inferencePool={"enabled": True},
+        )
+    )
+    assert list(children) == [
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "InferencePool",
+        "HTTPRoute",
+    ]
+    route = children["HTTPRoute"]
+    assert route["metadata"]["annotations"] == {"team": "ml"}
+    assert route["spec"]["hostnames"] == ["model.example.com", "*.models.example.com"]
+    assert route["spec"]["rules"] == [
+        {
+            "matches": [
+                {"path": {"type": "Exact", "value": "/v1/chat/completions"}},
+                {"path": {"type": "Exact", "value": "/v1/completions"}},
+            ],
+            "backendRefs": [
+                {
+                    "group": "inference.networking.k8s.io",
+                    "kind": "InferencePool",
+                    "name": "qwen3-omni",
+                    "weight": 1,
+                }
+            ],
+        }
+    ]
+    pool = children["InferencePool"]
+    assert pool == {
+        "apiVersion": "inference.networking.k8s.io/v1",
+        "kind": "InferencePool",
+        "metadata": {
+            "name": "qwen3-omni",
+            "namespace": "models",
+            "labels": LABELS,
+            "ownerReferences": [OWNER],
+        },
+        "spec": {
+            "selector": {"matchLabels": LABELS},
+            "targetPorts": [{"number": 8080}],
+            "endpointPickerRef": {
+                "group": "",
+                "kind": "Service",
+                "name": "qwen3-omni-epp",
+                "port": {"number": 9002},
+                "failureMode": "FailClose",
+            },
+        },
+    }
+    # The pod template's labels, less the revision (old pods stay in the pool).
+    template = children["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert template == {**LABELS, "serving.qms.io/revision": "2026-11"}
+    # The Gateway's namespace may reach the pods.
+    peers = children["NetworkPolicy"]["spec"]["ingress"][0]["from"]
+    assert peers[-1] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateways"}}
+    }
+
+
+def test_inference_pool_with_its_own_endpoint_picker() -> None:
+    picker = {"name": "shared-epp", "port": 9102, "failureMode": "FailOpen"}
+    pool = build(with_(MINIMAL, inferencePool={"enabled": True, "endpointPicker": picker}))
+    assert "HTTPRoute" not in pool  # a pool without a route, for a route made elsewhere
+    assert pool["InferencePool"]["spec"]["endpointPickerRef"] == {
+        "group": "",
+        "kind": "Service",
+        "name": "shared-epp",
+        "port": {"number": 9102},
+        "failureMode": "FailOpen",
+    }
 
 
 def test_spec_is_frozen() -> None:

@@ -21,6 +21,8 @@ PLURALS = {
     "NetworkPolicy": "networkpolicies",
     "Ingress": "ingresses",
     "ServiceMonitor": "servicemonitors",
+    "InferencePool": "inferencepools",
+    "HTTPRoute": "httproutes",
     KIND: "modelservers",
 }
 KINDS = [(api_version, kind) for api_version, kind, _, _ in CHILD_KINDS] + [(API_VERSION, KIND)]

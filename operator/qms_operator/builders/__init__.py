@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..spec import QwenModelServerSpec
+from .gateway import http_route, inference_pool
 from .monitoring import service_monitor
 from .names import child_labels, owner_reference, selector_labels, service_url
 from .network import ingress, network_policy, service
@@ -31,6 +32,13 @@ CHILD_KINDS: list[tuple[str, str, Builder, Callable[[QwenModelServerSpec], bool]
     ),
     ("networking.k8s.io/v1", "NetworkPolicy", network_policy, lambda s: s.network_policy.enabled),
     ("networking.k8s.io/v1", "Ingress", ingress, lambda s: s.ingress.enabled),
+    (
+        "inference.networking.k8s.io/v1",
+        "InferencePool",
+        inference_pool,
+        lambda s: s.inference_pool.enabled,
+    ),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute", http_route, lambda s: s.gateway.enabled),
     (
         "monitoring.coreos.com/v1",
         "ServiceMonitor",

@@ -66,7 +66,8 @@ def _namespace(name: str) -> dict[str, Any]:
 def network_policy(
     server: str, namespace: str, uid: str, spec: QwenModelServerSpec
 ) -> dict[str, Any]:
-    """Ingress only on port 8080, only from allowed peers, monitoring and the ingress controller."""
+    """Ingress only on port 8080, only from allowed peers, monitoring, the ingress
+    controller and the namespaces of the Gateways the HTTPRoute attaches to."""
     cfg = spec.network_policy
     # An empty podSelector means every pod (of the namespace, or of the selected ones).
     selector = {"matchLabels": dict(cfg.allowed_pods)} if cfg.allowed_pods else {}
@@ -78,6 +79,12 @@ def network_policy(
         peers.append(_namespace(cfg.monitoring_namespace))
     if spec.ingress.enabled and cfg.ingress_namespace:
         peers.append(_namespace(cfg.ingress_namespace))
+    if spec.gateway.enabled:
+        # Gateways whose proxies run beside them (in another namespace) reach the pods.
+        others = [
+            r.namespace for r in spec.gateway.parent_refs if r.namespace not in ("", namespace)
+        ]
+        peers += [_namespace(n) for n in dict.fromkeys(others)]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -80,6 +80,109 @@ class IngressSpec(SpecModel):
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
 
 
+# A Gateway API hostname: a DNS name, or "*." and one (its subdomains).
+GATEWAY_HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# An HTTPRoute path: "/" or non-empty segments of the characters Gateway API allows.
+GATEWAY_PATH = r"^(/[-A-Za-z0-9._~!$&'()*+,;=:@]+)*/?$"
+
+
+class ParentRef(SpecModel):
+    """A Gateway, or one listener of it, that the HTTPRoute attaches to."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Gateway name.")
+    namespace: str = Field(
+        default="",
+        max_length=63,
+        pattern=f"({DNS_LABEL})|^$",
+        description="Namespace of the Gateway; empty for the server's own.",
+    )
+    section_name: str = Field(
+        default="",
+        max_length=253,
+        pattern=f"({DNS_SUBDOMAIN})|^$",
+        description="Listener of the Gateway to attach to; empty for every listener that "
+        "allows the route.",
+    )
+
+
+class GatewaySpec(SpecModel):
+    """An HTTPRoute routing hostnames and paths to the server."""
+
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!self.enabled || size(self.parentRefs) > 0",
+                "gateway.parentRefs needs at least one Gateway when gateway.enabled is true",
+                ".parentRefs",
+            ),
+            (
+                "self.paths.all(p, !p.contains('/./') && !p.contains('/../') "
+                "&& !p.endsWith('/.') && !p.endsWith('/..'))",
+                "gateway.paths must not hold . or .. segments",
+                ".paths",
+            ),
+        )
+    }
+
+    enabled: bool = Field(
+        default=False, description="Create the HTTPRoute (beside the Ingress or instead of it)."
+    )
+    parent_refs: list[ParentRef] = Field(
+        default_factory=list, max_length=32, description="Gateways the route attaches to."
+    )
+    hostnames: list[Annotated[str, Field(max_length=253, pattern=GATEWAY_HOSTNAME)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Host names matched, e.g. model.example.com; empty matches every host "
+        "the Gateway's listeners accept (as an Ingress without a host).",
+    )
+    paths: list[Annotated[str, Field(pattern=GATEWAY_PATH, max_length=1024)]] = Field(
+        default_factory=lambda: ["/v1"],
+        min_length=1,
+        max_length=16,
+        description="Paths routed to the server, the Ingress's default included (/v1).",
+    )
+    path_type: Literal["PathPrefix", "Exact"] = Field(
+        default="PathPrefix", description="Path matching: by prefix, or the exact path."
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations of the HTTPRoute."
+    )
+
+
+class EndpointPickerRef(SpecModel):
+    """The Service the gateway asks which pod gets each request; it reads the pods'
+    vllm:* metrics (queue depth, KV-cache use)."""
+
+    name: str = Field(
+        default="",
+        max_length=253,
+        pattern=f"({DNS_LABEL})|^$",
+        description="Service of the endpoint picker in the server's namespace; empty for "
+        "<server name>-epp.",
+    )
+    port: int = Field(default=9002, ge=1, le=65535, description="Its gRPC ext-proc port.")
+    failure_mode: Literal["FailClose", "FailOpen"] = Field(
+        default="FailClose",
+        description="When the picker does not answer: FailClose refuses the request, "
+        "FailOpen sends it to any pod of the pool.",
+    )
+
+
+class InferencePoolSpec(SpecModel):
+    """An InferencePool (inference.networking.k8s.io/v1) of the server's pods."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Create an InferencePool of the server's pods (port 8080); the "
+        "HTTPRoute then routes to it instead of to the Service.",
+    )
+    endpoint_picker: EndpointPickerRef = Field(
+        default_factory=EndpointPickerRef,
+        description="The endpoint picker (EPP).",
+    )
+
+
 class AutoscalingSpec(SpecModel):
     """A HorizontalPodAutoscaler (autoscaling/v2). When on, it owns the replica count."""
 

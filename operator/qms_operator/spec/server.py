@@ -11,6 +11,8 @@ from .base import SpecModel, cel
 from .exposure import (
     AutoscalingSpec,
     DisruptionBudgetSpec,
+    GatewaySpec,
+    InferencePoolSpec,
     IngressSpec,
     MonitoringSpec,
     NetworkPolicySpec,
@@ -56,8 +58,8 @@ class QwenModelServerSpec(SpecModel):
         )
     }
 
-    model: ModelSpec = Field(description="The model to serve and where its weights are.")
-    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Serving container.")
+    model: ModelSpec
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     replicas: int = Field(
         default=1,
         ge=0,
@@ -66,21 +68,20 @@ class QwenModelServerSpec(SpecModel):
         "kubectl scale, an HPA or a KEDA ScaledObject aimed at the server set it (under "
         "autoscaling the operator's HPA owns the count).",
     )
-    resources: Resources = Field(default_factory=Resources, description="Per-replica resources.")
-    probes: Probes = Field(default_factory=Probes, description="Health probes.")
-    service: ServiceSpec = Field(default_factory=ServiceSpec, description="Service.")
-    ingress: IngressSpec = Field(default_factory=IngressSpec, description="Ingress.")
-    autoscaling: AutoscalingSpec = Field(
-        default_factory=AutoscalingSpec, description="HorizontalPodAutoscaler."
+    resources: Resources = Field(default_factory=Resources)
+    probes: Probes = Field(default_factory=Probes)
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    ingress: IngressSpec = Field(default_factory=IngressSpec)
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec, description="Gateway API routing.")
+    inference_pool: InferencePoolSpec = Field(
+        default_factory=InferencePoolSpec,
+        description="Gateway API Inference Extension, for gateways that pick a pod per request.",
     )
-    scheduling: Scheduling = Field(default_factory=Scheduling, description="Pod placement.")
-    network_policy: NetworkPolicySpec = Field(
-        default_factory=NetworkPolicySpec, description="NetworkPolicy (on by default)."
-    )
-    pod_disruption_budget: DisruptionBudgetSpec = Field(
-        default_factory=DisruptionBudgetSpec, description="PodDisruptionBudget."
-    )
-    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Monitoring.")
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    scheduling: Scheduling = Field(default_factory=Scheduling)
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
+    pod_disruption_budget: DisruptionBudgetSpec = Field(default_factory=DisruptionBudgetSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     api_key_secret: SecretKeyRef | None = Field(
         default=None,
         description="Secret key holding the API key clients must send as "

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import build, cluster, images, node
+from . import build, cluster, crds, images, node
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -19,6 +19,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
         sets += build.NODE
     for s in sets:
         print(f"{s.name} {s.version}: {s.bin_dir}")
+    crds.ensure_fetched()
+    for c in crds.ALL:
+        print(f"CRDs {c.module} {c.version}: {c.cache_dir}")
     return 0
 
 
@@ -95,7 +98,10 @@ def _cmd_images(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "build": (_cmd_build, "build the pinned binaries into ~/.cache/qms (no-op when cached)"),
+    "build": (
+        _cmd_build,
+        "build the pinned binaries and fetch the pinned CRDs into ~/.cache/qms (no-op when cached)",
+    ),
     "up": (_cmd_up, "build if needed, start the control plane and its fake nodes"),
     "down": (_cmd_down, "stop every component and remove the state directory"),
     "status": (_cmd_status, "report each component: running, or crashed with its log tail"),

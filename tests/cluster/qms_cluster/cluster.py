@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import build, components, node, pki, procs
+from . import build, components, crds, node, pki, procs
 from .components import Layout, Ports
 
 MARKER = ".qms-cluster"
@@ -295,6 +295,7 @@ def up(
         log(f"cluster in {lay.root} is not healthy; stopping it and starting afresh")
         down(lay.root, log)
     build.ensure_built(log)
+    crds.ensure_fetched(log)
     with_node = _want_real_node(lay, real_node, log)
     for attempt in (1, 2):
         try:
@@ -397,6 +398,11 @@ def _start(lay: Layout, log: Log, timeout: float, with_node: bool = False) -> Cl
             else f"{len(names)} kwok nodes"
         )
         lap(f"{kinds} Ready; controller-manager, scheduler and kwok running")
+        crds.install(cluster, log)
+        lap(
+            f"CRDs of Gateway API {crds.GATEWAY_API_VERSION} and the Inference Extension "
+            f"{crds.INFERENCE_EXTENSION_VERSION} established"
+        )
     except BaseException:
         log(f"startup failed; stopping what was started (logs kept in {lay.root / 'logs'})")
         procs.stop(list(reversed(running)))
