@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of the images and install manifests (issue 6):
 #   hadolint on both Dockerfiles, then checkov on the Dockerfiles and on every
-#   manifest that deploy/ renders or ships.
+#   manifest that deploy/ renders or ships; promtool checks the PrometheusRule's
+#   rules and runs the alert unit tests of tests/monitoring/ (issue 19).
 # Called by scripts/test.sh; run it alone with `scripts/check-deploy.sh`.
 # checkov has many dependencies, so it lives in its own venv under
 # ~/.cache/qms/tools-checkov-<version>/, never in the project venv.
@@ -40,7 +41,8 @@ echo "== hadolint"
 (cd "$ROOT" && "$HADOLINT" --config .hadolint.yaml Dockerfile.runtime Dockerfile.operator)
 
 OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
+RULES=$(mktemp -d)
+trap 'rm -rf "$OUT" "$RULES"' EXIT
 echo "== rendering deploy/ with $KUBECTL"
 for k in deploy deploy/overlays/namespaced deploy/overlays/local deploy/monitoring deploy/quota; do
   "$KUBECTL" kustomize "$ROOT/$k" > "$OUT/$(echo "$k" | tr / _).yaml"
@@ -50,6 +52,17 @@ for f in "$ROOT"/deploy/monitoring/keda/*.yaml "$ROOT"/deploy/signing/*.yaml \
          "$ROOT"/deploy/argocd/argocd-cm-patch.yaml "$ROOT"/deploy/examples/*.yaml; do
   [ -e "$f" ] && cp "$f" "$OUT/file_$(basename "$(dirname "$f")")_$(basename "$f")"
 done
+
+# promtool from Debian's prometheus package, unpacked once into $CACHE (no service,
+# nothing system-wide: see tests/monitoring/prometheus_tools.py). The rules are the
+# PrometheusRule's spec.groups, extracted as the Prometheus Operator does.
+PROMETHEUS_BIN=$(python3 "$ROOT/tests/monitoring/prometheus_tools.py")
+python3 "$ROOT/tests/monitoring/prometheus_rules.py" "$RULES/qms-rules.yaml"
+cp "$ROOT"/tests/monitoring/*.test.yaml "$RULES/"
+echo "== promtool check rules (deploy/monitoring/prometheusrule.yaml)"
+(cd "$RULES" && "$PROMETHEUS_BIN/promtool" check rules qms-rules.yaml)
+echo "== promtool test rules (tests/monitoring/)"
+(cd "$RULES" && "$PROMETHEUS_BIN/promtool" test rules ./*.test.yaml)
 
 # Skipped checks, each with its reason:
 #  CKV_K8S_43  "image should use a digest": the published digest is only known at
