@@ -34,10 +34,9 @@ _DROP = {"title", "additionalProperties", "$defs"}
 def _resolve(node: Schema, defs: dict[str, Schema]) -> Schema:
     if "$ref" in node:
         target = defs[node["$ref"].rsplit("/", 1)[1]]
+        # One description (kubectl explain shows it): the field's own where it has one
+        # (what this use of the object means), else the object's.
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-        # Field description first, then the object's own (kubectl explain shows both).
-        if node.get("description") and target.get("description"):
-            merged["description"] = f"{node['description']} {target['description']}"
         return _resolve(merged, defs)
     return node
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from qms_operator.crd import crd, crd_yaml
+from qms_operator.spec import QwenModelServerSpec
 from qms_testdata import CRD_FILE, EXAMPLES, crd_validator, error_field, invalid_cases, load_yaml
 
 SCHEMA = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -191,3 +192,39 @@ def test_invalid_corpus_is_refused_by_the_schema(case: Any) -> None:
 def test_cel_cases_pass_the_openapi_part(case: Any) -> None:
     """CEL cases must be refused by a CEL rule, not earlier by the schema (see e2e)."""
     assert list(crd_validator().iter_errors(case.body)) == []
+
+
+def _pydantic_fields(node: dict[str, Any], defs: dict[str, Any], path: str) -> list[Any]:
+    """(CRD path, the field's own description, its object's description) of every
+    property whose type is a model: where kubectl explain could show two."""
+    found = []
+    for name, prop in node.get("properties", {}).items():
+        ref = prop.get("$ref") or next(
+            (o["$ref"] for o in prop.get("anyOf", []) if "$ref" in o), None
+        )
+        if ref is None:
+            continue
+        target = defs[ref.rsplit("/", 1)[1]]
+        found.append((f"{path}.{name}", prop.get("description"), target.get("description")))
+        found += _pydantic_fields(target, defs, f"{path}.{name}")
+    return found
+
+
+def test_kubectl_explain_shows_one_description_per_field() -> None:
+    """The field's own description where it has one, else its object's: never both."""
+    raw = QwenModelServerSpec.model_json_schema(by_alias=True, mode="validation")
+    fields = _pydantic_fields(raw, raw["$defs"], "spec")
+    nodes = dict(_walk(SCHEMA["properties"]["spec"], "spec"))
+    assert len(fields) > 20
+    for path, own, its in fields:
+        assert nodes[path]["description"] == (own or its), path
+    spec = SCHEMA["properties"]["spec"]["properties"]
+    assert spec["autoscaling"]["description"] == (
+        "A HorizontalPodAutoscaler (autoscaling/v2). When on, it owns the replica count."
+    )
+    assert spec["probes"]["properties"]["liveness"]["description"] == (
+        "Liveness probe on GET /health."
+    )
+    assert spec["probes"]["properties"]["startup"]["description"] == (
+        "Budget for loading the model, replacing a fragile initialDelaySeconds."
+    )

@@ -42,9 +42,7 @@ class ModelSource(SpecModel):
         )
     }
 
-    pvc: PvcSource | None = Field(
-        default=None, description="Weights on a PersistentVolumeClaim (read-only mount)."
-    )
+    pvc: PvcSource | None = Field(default=None)
     image_path: str | None = Field(
         default=None,
         max_length=1024,
@@ -63,7 +61,7 @@ class ModelSpec(SpecModel):
         description="Served model name: the `model` id clients send to the OpenAI API "
         "and that /v1/models lists, e.g. qwen3-omni-30b-a3b-instruct.",
     )
-    source: ModelSource = Field(description="Where the weights come from.")
+    source: ModelSource
     revision: str = Field(
         default="",
         max_length=63,
@@ -193,17 +191,14 @@ class RuntimeSpec(SpecModel):
         description="int8 quantizes the weights, MoE experts included (weight-only, "
         "torchao); check the accuracy loss on your prompts before using it.",
     )
-    batching: Batching = Field(default_factory=Batching, description="Batching limits.")
+    batching: Batching = Field(default_factory=Batching)
     audio_output: bool = Field(
         default=False,
         description="Spoken answers from Qwen3-Omni's talker (chat modalities "
         "[text, audio]). Off by default: the talker needs more memory, so the operator "
         "adds 8Gi to the memory requests and limits when it is on.",
     )
-    remote_media: RemoteMediaSpec = Field(
-        default_factory=RemoteMediaSpec,
-        description="Remote media, off by default.",
-    )
+    remote_media: RemoteMediaSpec = Field(default_factory=RemoteMediaSpec)
     drain_timeout_seconds: int = Field(
         default=30,
         ge=0,

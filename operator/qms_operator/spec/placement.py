@@ -83,7 +83,7 @@ class Resources(SpecModel):
         default_factory=lambda: CpuMemory(cpu="8", memory="64Gi"),
         description="Most CPU and memory a replica may use.",
     )
-    gpu: Gpu = Field(default_factory=Gpu, description="GPUs per replica.")
+    gpu: Gpu = Field(default_factory=Gpu)
 
 
 class ProbeTiming(SpecModel):
@@ -123,7 +123,7 @@ class Probes(SpecModel):
         )
     }
 
-    startup: StartupProbe = Field(default_factory=StartupProbe, description="Startup probe.")
+    startup: StartupProbe = Field(default_factory=StartupProbe)
     liveness: ProbeTiming = Field(
         default_factory=ProbeTiming, description="Liveness probe on GET /health."
     )
@@ -185,6 +185,4 @@ class Scheduling(SpecModel):
     priority_class_name: str = Field(
         default="", max_length=253, pattern=f"({DNS_SUBDOMAIN})|^$", description="PriorityClass."
     )
-    topology_spread: TopologySpread = Field(
-        default_factory=TopologySpread, description="Topology spread of the replicas."
-    )
+    topology_spread: TopologySpread = Field(default_factory=TopologySpread)
