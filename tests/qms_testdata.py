@@ -25,6 +25,8 @@ class InvalidCase:
     field: str  # the field path the error must name
     message: str  # for CEL cases: the rule's message
     body: dict[str, Any]
+    # For a transition rule (oldSelf): the object created first; ``body`` updates it.
+    before: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -35,10 +37,20 @@ def invalid_cases() -> list[InvalidCase]:
     cases = []
     for path in sorted((ROOT / "tests" / "invalid").glob("*.yaml")):
         text = path.read_text()
-        head = dict(line[2:].split(": ", 1) for line in text.splitlines() if line.startswith("# "))
+        head = dict(
+            line[2:].split(": ", 1)
+            for line in text.splitlines()
+            if line.startswith(("# layer: ", "# field: ", "# message: "))
+        )
+        *before, body = [d for d in yaml.safe_load_all(text) if d]
         cases.append(
             InvalidCase(
-                path, head["layer"], head["field"], head.get("message", ""), yaml.safe_load(text)
+                path,
+                head["layer"],
+                head["field"],
+                head.get("message", ""),
+                body,
+                before[0] if before else None,
             )
         )
     return cases

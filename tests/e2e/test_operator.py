@@ -239,6 +239,10 @@ def test_missing_gpu_type_stalls_with_the_scheduler_reason(
 def test_invalid_corpus_is_refused_by_the_api_server(
     cluster: Cluster, crd: None, case: Any
 ) -> None:
+    if case.before is not None:  # a transition rule: the update of an existing object
+        name = case.before["metadata"]["name"]
+        cluster.kubectl("delete", "modelserver", name, "-n", "default", "--ignore-not-found")
+        cluster.kubectl("create", "-n", "default", "-f", "-", input=yaml.safe_dump(case.before))
     res = cluster.kubectl(
         "apply",
         "--dry-run=server",
@@ -249,6 +253,8 @@ def test_invalid_corpus_is_refused_by_the_api_server(
         input=yaml.safe_dump(case.body),
         check=False,
     )
+    if case.before is not None:
+        cluster.kubectl("delete", "modelserver", name, "-n", "default")
     assert res.returncode != 0, f"{case.id} was accepted"
     assert case.field in res.stderr
     assert case.message in res.stderr
