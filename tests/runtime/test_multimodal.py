@@ -29,7 +29,7 @@ from media_support import (
     tone,
 )
 from PIL import Image
-from runtime_support import RuntimeServer, start_server
+from runtime_support import RuntimeServer, metric_value, start_server
 
 pytestmark = pytest.mark.runtime
 
@@ -82,13 +82,22 @@ def _reference(omni_dir: Path) -> dict[str, list[int]]:
 
 def test_media_greedy_equals_direct_generate(plain_server: RuntimeServer, omni_dir: Path) -> None:
     expected = _reference(omni_dir)
-    url = plain_server.base_url + "/v1/chat/completions"
+    base = plain_server.base_url
+    url = base + "/v1/chat/completions"
     for name, parts in CASES.items():
+        itl = metric_value(base, "qms_inter_token_latency_seconds_count")
+        ttft = metric_value(base, "qms_time_to_first_token_seconds_count")
         response = httpx.post(url, json=chat(parts), timeout=120)
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["choices"][0]["token_ids"] == expected[name], name
         assert body["usage"]["completion_tokens"] == len(expected[name])
+        # The media path goes through the same event path as the batch: every token
+        # after the first is an inter-token interval (not observed before issue 12).
+        assert metric_value(base, "qms_time_to_first_token_seconds_count") == ttft + 1
+        assert metric_value(base, "qms_inter_token_latency_seconds_count") == (
+            itl + len(expected[name]) - 1
+        )
 
 
 def test_media_and_text_requests_run_together(plain_server: RuntimeServer, omni_dir: Path) -> None:

@@ -1,0 +1,114 @@
+"""A FAKE generation backend for in-process API tests: no model, no batching loop.
+
+It answers every sequence with the same scripted token ids (cut at max_tokens, or at
+the first end-of-sequence id unless ignore_eos), one token per chunk, and admits at
+most `capacity` sequences at once, like the engine's admission. Everything above the
+backend is the real thing: the app, routes, boundary, protocol, serving, the tiny
+model's real tokenizer and chat template, and engine/generation.py's event path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from qms_runtime.api.serving import OpenAIServing, TextModel
+from qms_runtime.app import create_app
+from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.settings import RuntimeSettings
+from qms_runtime.types import EngineOverloaded, Prompt, SamplingParams, TokenChunk
+
+
+class FakeAdmission:
+    def __init__(self, backend: FakeBackend, sequences: int) -> None:
+        self._backend = backend
+        self._sequences = sequences
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._backend.admitted -= self._sequences
+
+    def __enter__(self) -> FakeAdmission:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class FakeBackend:
+    """Named a fake: it stands in for the engine so the API layer runs without a model."""
+
+    def __init__(self, script: list[int], eos_token_ids: tuple[int, ...], capacity: int) -> None:
+        self.script = script
+        self.eos_token_ids = eos_token_ids
+        self.capacity = capacity
+        self.admitted = 0
+        self.prompts: list[Prompt] = []  # every prompt it was given, in order
+        self.cancelled = 0
+
+    def admit(self, sequences: int) -> FakeAdmission:
+        if self.admitted + sequences > self.capacity:
+            raise EngineOverloaded(
+                f"{self.admitted} sequences in flight; at most {self.capacity} are admitted"
+            )
+        self.admitted += sequences
+        return FakeAdmission(self, sequences)
+
+    async def tokens(
+        self, prompt: Prompt, params: SamplingParams, choice: int
+    ) -> AsyncGenerator[TokenChunk, None]:
+        self.prompts.append(prompt)
+        answer: list[int] = []
+        for token in self.script:
+            if len(answer) == params.max_new_tokens:
+                break
+            answer.append(token)
+            if not params.ignore_eos and token in self.eos_token_ids:
+                break
+        finished = False
+        try:
+            for i, token in enumerate(answer):
+                await asyncio.sleep(0)
+                finished = i == len(answer) - 1
+                yield TokenChunk([token], finished)
+        finally:
+            if not finished:
+                self.cancelled += 1
+
+
+@contextmanager
+def fake_app(
+    model_dir: Path,
+    backend: FakeBackend,
+    max_model_len: int,
+    **settings: Any,
+) -> Iterator[tuple[TestClient, RuntimeMetrics]]:
+    """The runtime's app over `backend`, with the tokenizer of `model_dir`, in process."""
+    from transformers import AutoTokenizer
+
+    tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir))
+    config = RuntimeSettings(model_dir=model_dir, warmup=False, **settings)
+    made: list[RuntimeMetrics] = []
+
+    def serving(runtime: RuntimeSettings, metrics: RuntimeMetrics) -> OpenAIServing:
+        made.append(metrics)
+        model = TextModel(tokenizer, max_model_len, len(tokenizer))
+        return OpenAIServing(
+            backend,
+            model,
+            runtime.model_name,
+            metrics,
+            runtime.retry_after_seconds,
+            settings=runtime,
+        )
+
+    app = create_app(config, serving_factory=serving)
+    with TestClient(app) as client:
+        yield client, made[0]
