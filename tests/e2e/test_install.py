@@ -9,7 +9,9 @@ import yaml
 from operator_helpers import ROOT, apply_yaml, get, is_ready, operator, wait_for
 
 from conftest import namespace_name
-from qms_cluster import Cluster
+from qms_cluster import Cluster, crds
+from qms_operator.builders import desired_children
+from qms_operator.spec import parse_spec
 
 # Stand-ins for what the examples expect of a real cluster.
 PREREQUISITES = """
@@ -64,6 +66,7 @@ def test_install_runs_the_operator_with_least_privilege(cluster: Cluster, tmp_pa
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com"
     )
+    crds.install(cluster)  # Gateway API and InferencePool, for the routed example
     sa = sa_kubeconfig(cluster, tmp_path / "sa.kubeconfig")
 
     def as_operator(*args: str) -> tuple[int, str]:
@@ -106,6 +109,20 @@ def test_install_runs_the_operator_with_least_privilege(cluster: Cluster, tmp_pa
         assert op.writes() > 0
         assert "Forbidden" not in (tmp_path / "op.log").read_text()
     assert get(cluster, "servicemonitor.monitoring.coreos.com", "qwen3-omni-scaled", ns)
+    routed = get(cluster, "modelserver", "qwen3-omni-routed", ns)
+    assert routed is not None
+    built = {
+        c["kind"]: c
+        for c in desired_children(
+            "qwen3-omni-routed", ns, routed["metadata"]["uid"], parse_spec(routed["spec"])
+        )
+    }
+    for kind, resource in (
+        ("HTTPRoute", "httproute.gateway.networking.k8s.io"),
+        ("InferencePool", "inferencepool.inference.networking.k8s.io"),
+    ):
+        live = get(cluster, resource, "qwen3-omni-routed", ns)
+        assert live is not None and live["spec"] == built[kind]["spec"], kind
     lease = get(cluster, "lease", "qms-operator", "qms-system")
     assert lease is not None and lease["spec"]["holderIdentity"]
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
