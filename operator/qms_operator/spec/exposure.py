@@ -106,7 +106,8 @@ class ParentRef(SpecModel):
 
 
 class GatewaySpec(SpecModel):
-    """An HTTPRoute routing hostnames and paths to the server."""
+    """Gateway API routing: an HTTPRoute from the listed Gateways to the server, beside
+    the Ingress or instead of it."""
 
     model_config = SpecModel.model_config | {
         "json_schema_extra": cel(
@@ -151,8 +152,8 @@ class GatewaySpec(SpecModel):
 
 
 class EndpointPickerRef(SpecModel):
-    """The Service the gateway asks which pod gets each request; it reads the pods'
-    vllm:* metrics (queue depth, KV-cache use)."""
+    """The endpoint picker (EPP): the Service the gateway asks which pod gets each
+    request; it reads the pods' vllm:* metrics (queue depth, KV-cache use)."""
 
     name: str = Field(
         default="",
@@ -170,17 +171,15 @@ class EndpointPickerRef(SpecModel):
 
 
 class InferencePoolSpec(SpecModel):
-    """An InferencePool (inference.networking.k8s.io/v1) of the server's pods."""
+    """A Gateway API Inference Extension InferencePool (inference.networking.k8s.io/v1)
+    of the server's pods, for gateways that pick a pod per request."""
 
     enabled: bool = Field(
         default=False,
         description="Create an InferencePool of the server's pods (port 8080); the "
         "HTTPRoute then routes to it instead of to the Service.",
     )
-    endpoint_picker: EndpointPickerRef = Field(
-        default_factory=EndpointPickerRef,
-        description="The endpoint picker (EPP).",
-    )
+    endpoint_picker: EndpointPickerRef = Field(default_factory=EndpointPickerRef)
 
 
 class AutoscalingSpec(SpecModel):

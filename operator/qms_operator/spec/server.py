@@ -72,11 +72,8 @@ class QwenModelServerSpec(SpecModel):
     probes: Probes = Field(default_factory=Probes)
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     ingress: IngressSpec = Field(default_factory=IngressSpec)
-    gateway: GatewaySpec = Field(default_factory=GatewaySpec, description="Gateway API routing.")
-    inference_pool: InferencePoolSpec = Field(
-        default_factory=InferencePoolSpec,
-        description="Gateway API Inference Extension, for gateways that pick a pod per request.",
-    )
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    inference_pool: InferencePoolSpec = Field(default_factory=InferencePoolSpec)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     scheduling: Scheduling = Field(default_factory=Scheduling)
     network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
