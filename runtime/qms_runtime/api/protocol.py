@@ -37,7 +37,7 @@ class ImagePart(BaseModel):
 class InputAudio(BaseModel):
     model_config = ConfigDict(extra="ignore")
     data: StrictStr  # base64
-    format: StrictStr  # wav | mp3 | flac (checked in media.py, with a clear message)
+    format: StrictStr  # wav | mp3 | flac (checked in media/decode.py, with a clear message)
 
 
 class AudioPart(BaseModel):
