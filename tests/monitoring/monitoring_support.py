@@ -18,16 +18,12 @@ import httpx
 import prometheus_rules
 import yaml
 
+from qms_testkit.net import free_port
+
 ROOT = prometheus_rules.ROOT
 ADAPTER_VALUES = ROOT / "deploy" / "monitoring" / "prometheus-adapter-values.yaml"
 DASHBOARD = ROOT / "deploy" / "monitoring" / "qms-dashboard.json"
 SCRAPE_INTERVAL = "500ms"
-
-
-def free_port() -> int:
-    from runtime_support import free_port as runtime_free_port
-
-    return runtime_free_port()
 
 
 class PrometheusServer:

@@ -42,7 +42,8 @@ from monitoring_support import (
     adapter_rule,
     values_by,
 )
-from runtime_support import RuntimeServer
+
+from qms_testkit.processes import RuntimeServer
 
 pytestmark = pytest.mark.runtime
 
