@@ -27,10 +27,7 @@ from collections.abc import AsyncGenerator, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from transformers.generation.continuous_batching.requests import RequestStatus  # noqa
-
 from qms_runtime import compat
-from qms_runtime.api import errors  # noqa
 from qms_runtime.engine.sampling import cb_request_kwargs, seeded_rows
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.models.loading import LoadedModel
