@@ -391,6 +391,39 @@ def test_inference_pool_with_its_own_endpoint_picker() -> None:
     }
 
 
+def test_weights_from_an_oci_image_are_an_image_volume() -> None:
+    source = {
+        "image": {
+            "reference": "ghcr.io/acme/qwen3-weights@sha256:" + "a" * 64,
+            "pullPolicy": "Always",
+            "subPath": "Qwen3-0.6B",
+        }
+    }
+    pod = deployment_pod(with_(MINIMAL, model={"name": "qwen3-small", "source": source}))
+    [model] = [v for v in pod["volumes"] if v["name"] == "model"]
+    assert model == {
+        "name": "model",
+        "image": {
+            "reference": "ghcr.io/acme/qwen3-weights@sha256:" + "a" * 64,
+            "pullPolicy": "Always",
+        },
+    }
+    container = pod["containers"][0]
+    assert [m for m in container["volumeMounts"] if m["name"] == "model"] == [
+        {"name": "model", "mountPath": "/models", "readOnly": True}
+    ]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["QMS_MODEL_DIR"] == "/models/Qwen3-0.6B"
+    default = deployment_pod(
+        with_(MINIMAL, model={"name": "m", "source": {"image": {"reference": "r.io/w:1"}}})
+    )
+    [volume] = [v for v in default["volumes"] if v["name"] == "model"]
+    assert volume["image"] == {"reference": "r.io/w:1", "pullPolicy": "IfNotPresent"}
+    assert {e["name"]: e["value"] for e in default["containers"][0]["env"]}[
+        "QMS_MODEL_DIR"
+    ] == "/models"
+
+
 def test_spec_is_frozen() -> None:
     spec: QwenModelServerSpec = parse_spec(MINIMAL)
     try:

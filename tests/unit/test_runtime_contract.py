@@ -56,6 +56,7 @@ def test_the_examples_are_all_here() -> None:
         "minimal-cpu/qwen3-small",
         "multi-gpu/qwen3-omni-2gpu",
         "seed-faithful/qwen3-omni",
+        "weights-from-image/qwen3-omni-oci",
     ]
 
 

@@ -31,8 +31,14 @@ TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 
 def spec_hash(spec: QwenModelServerSpec) -> str:
-    """Hash of what the pods run (model and runtime); a change rolls the pods."""
+    """Hash of what the pods run (model and runtime); a change rolls the pods.
+
+    A source added later (image) is left out while unset, so that upgrading the
+    operator does not roll the pods of every server.
+    """
     payload = spec.model_dump(mode="json", by_alias=True, include={"model", "runtime"})
+    if spec.model.source.image is None:
+        del payload["model"]["source"]["image"]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -40,6 +46,8 @@ def model_dir(spec: QwenModelServerSpec) -> str:
     source = spec.model.source
     if source.pvc is not None:
         return f"{MODEL_MOUNT_PATH}/{source.pvc.sub_path}".rstrip("/")
+    if source.image is not None:
+        return f"{MODEL_MOUNT_PATH}/{source.image.sub_path}".rstrip("/")
     assert source.image_path is not None
     return source.image_path
 
@@ -145,6 +153,16 @@ def _volumes(spec: QwenModelServerSpec) -> tuple[list[dict[str, Any]], list[dict
             {
                 "name": "model",
                 "persistentVolumeClaim": {"claimName": pvc.claim_name, "readOnly": True},
+            }
+        )
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT_PATH, "readOnly": True})
+    image = spec.model.source.image
+    if image is not None:
+        # An image volume (KEP-4639): the node pulls the weights image, read-only.
+        volumes.append(
+            {
+                "name": "model",
+                "image": {"reference": image.reference, "pullPolicy": image.pull_policy},
             }
         )
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT_PATH, "readOnly": True})

@@ -29,14 +29,47 @@ class PvcSource(SpecModel):
     )
 
 
+# An OCI image reference: registry host (and port) and path, then a tag, a digest or both.
+IMAGE_REFERENCE = (
+    r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([-a-z0-9._]*[a-z0-9])?)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+
+
+class ImageSource(SpecModel):
+    """Weights in an OCI image (or artifact), mounted read-only as an image volume
+    (Kubernetes image volumes, KEP-4639: the ImageVolume feature gate on 1.33 and 1.34,
+    on by default from 1.35; the nodes' runtime must support them, e.g. containerd 2.1
+    or CRI-O 1.31). The node pulls it once and every replica on that node shares it."""
+
+    reference: str = Field(
+        min_length=1,
+        max_length=512,
+        pattern=IMAGE_REFERENCE,
+        description="Image with the model files, e.g. ghcr.io/acme/qwen3-omni-weights@sha256:...; "
+        "a digest pins the weights.",
+    )
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="When the node pulls the image."
+    )
+    sub_path: str = Field(
+        default="",
+        max_length=1024,
+        pattern=r"^([^/.][^/]*)?(/[^/.][^/]*)*$",
+        description="Directory inside the image with the model files (config.json, "
+        "*.safetensors, SHA256SUMS). Empty means the image's root. Relative, no '..'.",
+    )
+
+
 class ModelSource(SpecModel):
-    """Where the weights come from. Exactly one of pvc or imagePath."""
+    """Where the weights come from. Exactly one of pvc, imagePath or image."""
 
     model_config = SpecModel.model_config | {
         "json_schema_extra": cel(
             (
-                "has(self.pvc) != has(self.imagePath)",
-                "exactly one of source.pvc or source.imagePath must be set",
+                "(has(self.pvc) ? 1 : 0) + (has(self.imagePath) ? 1 : 0) "
+                "+ (has(self.image) ? 1 : 0) == 1",
+                "exactly one of source.pvc, source.imagePath or source.image must be set",
                 "",
             )
         )
@@ -49,6 +82,7 @@ class ModelSource(SpecModel):
         pattern=r"^/",
         description="Absolute path of a model directory baked into the runtime image.",
     )
+    image: ImageSource | None = Field(default=None)
 
 
 class ModelSpec(SpecModel):

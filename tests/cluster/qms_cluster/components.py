@@ -87,6 +87,9 @@ def etcd(lay: Layout, p: Ports) -> list[str]:
     ]
 
 
+APISERVER_FEATURE_GATES = ("ImageVolume=true",)
+
+
 def kube_apiserver(lay: Layout, p: Ports, host: str = "127.0.0.1") -> list[str]:
     # On 127.0.0.1 (kwok nodes only) nothing in a pod needs the API server, and
     # the `kubernetes` Service cannot point at a loopback address: no endpoint
@@ -110,6 +113,10 @@ def kube_apiserver(lay: Layout, p: Ports, host: str = "127.0.0.1") -> list[str]:
         f"--endpoint-reconciler-type={reconciler}",
         "--kubelet-preferred-address-types=InternalIP",
         "--profiling=false",
+        # Image volumes (KEP-4639, beta and off by default in 1.34): without the gate
+        # the API server drops volumes[].image from pod templates, so a server whose
+        # weights come from an OCI image (model.source.image) could not be tested.
+        f"--feature-gates={','.join(APISERVER_FEATURE_GATES)}",
     ]
 
 
