@@ -10,7 +10,7 @@ ruff format --check .
 echo "== mypy --strict"
 mypy
 echo "== import-linter (operator and runtime layers; no torch in the operator; transformers internals in one module)"
-PYTHONPATH=tests/lint lint-imports
+lint-imports
 echo "== control plane binaries (cold build: several minutes, then cached)"
 qms-cluster build
 echo "== images from Dockerfile.operator and Dockerfile.runtime (cold: several minutes, then cached layers)"

@@ -5,8 +5,7 @@ import-linter's own `forbidden` contract accepts external packages only as a who
 (`transformers`), but the runtime may use transformers' public API everywhere and its
 private continuous-batching internals in one module only (qms_runtime.compat).
 grimp keeps each import's source line, so the check reads those lines, including
-imports inside functions. Registered in pyproject's [tool.importlinter]; scripts/test.sh
-puts this folder on PYTHONPATH for lint-imports.
+imports inside functions. Registered in pyproject's [tool.importlinter].
 """
 
 from __future__ import annotations
