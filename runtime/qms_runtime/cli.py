@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from qms_runtime.logs import configure_logging, write_termination_message
 from qms_runtime.settings import RuntimeSettings, load_settings
 
 # Flags of `serve`: every RuntimeSettings field (dashes for underscores), so also the
@@ -57,9 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from qms_runtime.logs import configure_logging
+def _invalid(message: str, args: argparse.Namespace) -> int:
+    """Exit 2 with the message on stderr and in the termination-message file (the one
+    the flag or QMS_TERMINATION_LOG_PATH names, if it parses, else Kubernetes' default)."""
+    line = f"qms-runtime: invalid settings: {message}"
+    print(line, file=sys.stderr)
+    given = args.termination_log_path or os.environ.get("QMS_TERMINATION_LOG_PATH")
+    path = Path(given) if given else RuntimeSettings.model_fields["termination_log_path"].default
+    write_termination_message(path, line)
+    return 2
 
+
+def _serve(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in _SERVE_FLAGS}
     try:
         settings = load_settings(**overrides)
@@ -69,11 +79,9 @@ def _serve(args: argparse.Namespace) -> int:
             f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
             for error in exc.errors(include_input=False, include_url=False)
         )
-        print(f"qms-runtime: invalid settings: {problems}", file=sys.stderr)
-        return 2
+        return _invalid(problems, args)
     except (OSError, ValueError) as exc:
-        print(f"qms-runtime: invalid settings: {exc}", file=sys.stderr)
-        return 2
+        return _invalid(str(exc), args)
     configure_logging(settings.log_format, settings.log_level)
     from qms_runtime.run import serve
 

@@ -19,6 +19,7 @@ from qms_runtime.engine.batching import Engine
 from qms_runtime.engine.media_runner import OmniMedia, processor_kwargs
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.models.checksums import verify_model_dir
+from qms_runtime.models.fit import check_fit, size
 from qms_runtime.models.loading import LoadedModel, load_model
 from qms_runtime.settings import RuntimeSettings
 from qms_runtime.types import NotReady, SamplingParams
@@ -96,6 +97,9 @@ class ServerState:
                 self.serving = self.serving_factory(settings, self.metrics)
                 self.phase = "ready" if self.phase == "loading" else self.phase
                 return
+            if settings.check_fit:
+                need = await asyncio.to_thread(check_fit, settings)
+                log.info("fit check: the model needs about %s", size(need.total))
             if settings.verify_checksums:
                 log.info("verifying checksums in %s", settings.model_dir)
                 await asyncio.to_thread(verify_model_dir, settings.model_dir, _log_progress)

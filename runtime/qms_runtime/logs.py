@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -80,3 +81,17 @@ def _adopt_library_logs(handler: logging.Handler, progress_bars: bool) -> None:
     hf_logging.enable_propagation()
     if not progress_bars:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+MAX_TERMINATION_MESSAGE = 2048  # characters; Kubernetes keeps at most 4096 bytes of it
+
+
+def write_termination_message(path: Path, message: str) -> None:
+    """A fatal error's one line, into the termination-message file Kubernetes reads
+    (`terminationMessagePath`, default /dev/termination-log). Best effort: never raises
+    (outside a pod the file may not be writable)."""
+    line = " ".join(str(message).split())[:MAX_TERMINATION_MESSAGE]
+    try:
+        path.write_text(line + "\n", encoding="utf-8", errors="replace")
+    except OSError as exc:
+        logging.getLogger(__name__).debug("no termination message written to %s: %s", path, exc)

@@ -4,7 +4,8 @@ SIGTERM: readiness turns false at once and new requests get 503 while the listen
 stays open (so the Service can take the pod out of rotation); in-flight requests
 finish, bounded by `drain_timeout_seconds`; then uvicorn shuts down and the process
 exits 0. A second SIGTERM or a SIGINT stops at once. A model that cannot be loaded
-(checksum mismatch, ...) stops the process with exit code 1.
+(it does not fit, checksum mismatch, no model directory, ...) stops the process with
+exit code 1, after writing why in one line to the termination-message file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uvicorn
 
 from qms_runtime.app import create_app
 from qms_runtime.lifecycle import ServerState
+from qms_runtime.logs import write_termination_message
 from qms_runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class DrainingServer(uvicorn.Server):
     def fail(self, error: BaseException) -> None:
         """Called by the loader on a fatal error: stop with a non-zero exit."""
         log.error("fatal: %s", error)
+        state = self._holder[0]
+        write_termination_message(state.settings.termination_log_path, f"qms-runtime: {error}")
         self.failed = True
         self.should_exit = True
 

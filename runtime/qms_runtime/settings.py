@@ -78,6 +78,22 @@ class RuntimeSettings(BaseSettings):
     )
     page_size: int = Field(default=32, ge=4, description="KV-cache page size in tokens (CPU).")
     warmup: bool = Field(default=True, description="Run one short generation before ready.")
+    check_fit: bool = Field(
+        default=True,
+        description="Before loading, estimate the memory the model needs (weights from the "
+        "safetensors headers, KV cache, headroom) and exit at once if the device has less.",
+    )
+    memory_limit_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Memory the fit check counts on; default: free GPU memory, or available "
+        "RAM within the container's memory limit on CPU.",
+    )
+    termination_log_path: Path = Field(
+        default=Path("/dev/termination-log"),
+        description="Where a fatal start-up error is written as one line (Kubernetes shows "
+        "it as the container's termination message).",
+    )
     # Qwen3-Omni media (media.py). Base64 media counts against max_request_bytes too.
     audio_output: bool = Field(
         default=False,
