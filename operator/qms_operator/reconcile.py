@@ -41,6 +41,21 @@ TERMINATING_BACKOFF = 30.0
 OPTIONAL_KINDS = frozenset({"ServiceMonitor"})
 
 
+def dropped_fields(child: dict[str, Any], paths: list[str]) -> str:
+    """Why an applied child still differs: the API server accepted it without some
+    fields. Image volumes are the known case (the ImageVolume gate, off in 1.33-1.34)."""
+    volumes = child.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", [])
+    hint = ""
+    if any("image" in v for v in volumes) and any(".volumes" in p for p in paths):
+        hint = (
+            ": model.source.image needs image volumes, behind the ImageVolume feature gate "
+            "of the API server (and kubelet) before Kubernetes 1.35"
+        )
+    name = child["metadata"]["name"]
+    fields = ", ".join(p.lstrip(".") for p in paths[:3])
+    return f"apply {child['kind']} {name}: the API server did not keep {fields}{hint}"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What became of one child this round."""
@@ -232,18 +247,30 @@ class Reconciler:
                 return Outcome(kind, detail=str(exc), unavailable=True)
             return Outcome(kind, detail=str(exc))
         except ApiError as exc:
-            failures = refused.failures + 1 if refused is not None else 1
-            base, most = self._retry
-            retry_at = self._clock() + min(most, base * 2 ** (failures - 1))
-            self._refused.setdefault(key, {})[kind] = ChildFailure(
-                child, str(exc), failures, retry_at
-            )
-            return Outcome(kind, detail=str(exc))
-        self._refused.get(key, {}).pop(kind, None)
+            return self._refuse(key, child, refused, str(exc))
         self.store.put_child(applied)
+        dropped = differences(child, applied)
+        if dropped:
+            # Accepted, but not kept (a field behind a feature gate that is off): applying
+            # again would change nothing, so it is a failure with a backoff, not a write
+            # on every reconcile.
+            return self._refuse(key, child, refused, dropped_fields(child, dropped))
+        self._refused.get(key, {}).pop(kind, None)
         if existing is None:
             return Outcome(kind, "Created", kind)
         return Outcome(kind, "Updated", f"{kind} ({', '.join(drift[:3])} differed)")
+
+    def _refuse(
+        self, key: Key, child: dict[str, Any], refused: ChildFailure | None, error: str
+    ) -> Outcome:
+        """Record a refused child: named in status, retried with its own backoff."""
+        failures = refused.failures + 1 if refused is not None else 1
+        base, most = self._retry
+        retry_at = self._clock() + min(most, base * 2 ** (failures - 1))
+        self._refused.setdefault(key, {})[child["kind"]] = ChildFailure(
+            child, error, failures, retry_at
+        )
+        return Outcome(child["kind"], detail=error)
 
     async def _delete_one(self, api_version: str, kind: str, existing: dict[str, Any]) -> str:
         meta = existing["metadata"]

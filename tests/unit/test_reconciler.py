@@ -45,6 +45,7 @@ class FakeApi:
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
         self.version = 100  # the API server's resourceVersion of the last write
+        self.drop_image_volumes = False
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.attempts.append(obj["kind"])
@@ -52,6 +53,15 @@ class FakeApi:
             raise self.answers[obj["kind"]]
         self.applied.append(obj["kind"])
         live = copy.deepcopy(obj)
+        if self.drop_image_volumes and obj["kind"] == "Deployment":
+            # What an API server with the ImageVolume gate off does: the image volume and
+            # its mounts go, the rest is accepted.
+            pod = live["spec"]["template"]["spec"]
+            pod["volumes"] = [v for v in pod["volumes"] if "image" not in v]
+            for container in pod["containers"]:
+                container["volumeMounts"] = [
+                    m for m in container["volumeMounts"] if m["name"] != "model"
+                ]
         self.version += 1
         live["metadata"].update(
             uid=f"uid-{obj['kind']}", generation=1, resourceVersion=str(self.version)
@@ -149,6 +159,28 @@ def test_a_refused_child_holds_no_other_back_and_only_its_retry_backs_off() -> N
     assert condition(store, "Stalled")[0] == "False"
     reconcile(reconciler)  # the round after the last apply
     assert condition(store, "Ready")[0] == "True"
+
+
+def test_a_field_the_api_server_does_not_keep_stalls_instead_of_a_write_per_reconcile() -> None:
+    image = {"image": {"reference": "ghcr.io/acme/qwen3-weights:1"}}
+    reconciler, api, store, clock = setup({**SPEC, "model": {"name": "m", "source": image}})
+    api.drop_image_volumes = True
+    assert reconcile(reconciler) is False
+    message = (
+        "apply Deployment s: the API server did not keep spec.template.spec.containers[0]"
+        ".volumeMounts, spec.template.spec.volumes: model.source.image needs image "
+        "volumes, behind the ImageVolume feature gate of the API server (and kubelet) "
+        "before Kubernetes 1.35"
+    )
+    assert condition(store, "Stalled") == ("True", "ApplyFailed", message)
+    assert warnings(api) == [("ApplyFailed", message)]
+    for _ in range(3):  # within its backoff: not applied again, on any trigger
+        reconcile(reconciler)
+    assert api.attempts.count("Deployment") == 1
+    clock.now += 1.0
+    reconcile(reconciler)
+    assert api.attempts.count("Deployment") == 2
+    assert len(warnings(api)) == 1
 
 
 def test_a_changed_spec_retries_a_refused_child_at_once() -> None:
