@@ -9,9 +9,10 @@ import pytest
 
 from qms_operator.builders import desired_children
 from qms_operator.builders.names import SPEC_HASH_ANNOTATION
-from qms_operator.diff import differences, parse_quantity
+from qms_operator.diff import differences
 from qms_operator.rollout import replace_one_at_a_time
 from qms_operator.spec import parse_spec
+from qms_operator.spec.quantity import parse_quantity
 from qms_operator.status import Observed, compute_status, pod_problem
 
 SPEC = parse_spec({"model": {"name": "m", "source": {"imagePath": "/models/m"}}, "replicas": 2})
