@@ -146,7 +146,7 @@ def floor(dyn: DynamicClient, ns: str, names: list[str], replicas: int) -> tuple
 
 
 def run(n: int, big: int, steady: float, workers: int) -> None:
-    cluster = qms_cluster.current() or qms_cluster.up()
+    cluster = qms_cluster.current() or qms_cluster.up(real_node=False)  # kwok nodes suffice
     cluster.kubectl(
         "apply", "--server-side", "-f", str(ROOT / "crds/modelservers.serving.qms.io.yaml")
     )

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -306,6 +308,90 @@ def test_rollout_and_disruptions_under_load_lose_nothing(serving: tuple[Cluster,
     assert counts.succeeded > 20
     assert counts.sent == counts.succeeded + counts.refused
     assert seen_reconciling, "status never said Reconciling during the rollout"
+
+
+BAD = "tiny-bad"
+BAD_SERVER = f"""
+apiVersion: serving.qms.io/v1alpha1
+kind: QwenModelServer
+metadata: {{name: {BAD}, namespace: {NS}}}
+spec:
+  replicas: 1
+  model:
+    name: tiny-qwen3
+    source: {{pvc: {{claimName: tiny-weights, subPath: {BAD}}}}}
+  runtime: {{image: "localhost/qms-runtime:dev", imagePullPolicy: Never, dtype: float32}}
+  resources:
+    requests: {{cpu: 100m, memory: 1Gi}}
+    limits: {{cpu: "1", memory: 4Gi}}
+    gpu: {{count: 0}}
+  scheduling:
+    nodeSelector: {{qms.io/node: real}}
+    tolerations: [{{key: qms.io/real-node, operator: Equal, value: "true", effect: NoSchedule}}]
+  probes:
+    startup: {{budgetSeconds: 300, periodSeconds: 2}}
+"""
+
+
+def test_a_checksum_failure_shows_its_file_in_status_an_event_and_argo(
+    serving: tuple[Cluster, str],
+) -> None:
+    """Issue 20 on real pods: the runtime's last words (its termination message) reach
+    `kubectl get modelservers`, one Warning Event and Argo CD's health check."""
+    from unit.test_argo_health import health
+
+    c, _ = serving
+    weights = node_layout(c).volumes / "weights"
+    shutil.copytree(weights / "tiny-qwen3", weights / BAD)
+    blob = weights / BAD / "model.safetensors"
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    subprocess.run(["chmod", "-R", "a+rX", str(weights / BAD)], check=True)
+    c.kubectl("apply", "-f", "-", input=BAD_SERVER)
+    words = "qms-runtime: checksum verification failed for model.safetensors: sha256 mismatch"
+    # Right after the crash the pod "exited"; once the kubelet backs off it "keeps crashing".
+    said = re.compile(
+        rf"pod {BAD}-[a-z0-9]+-[a-z0-9]+ (exited|keeps crashing) \(exit 1 Error\): {words}: "
+        r"expected [0-9a-f]{64}, got [0-9a-f]{64}"
+    )
+
+    def failing() -> dict[str, Any] | None:
+        server = kube_json(c, "get", "qms", BAD, "-n", NS)
+        return server if said.fullmatch((server.get("status") or {}).get("reason", "")) else None
+
+    server = wait_for("the checksum failure in status.reason", failing, timeout=300, every=1)
+    reason = server["status"]["reason"]
+    stalled = condition(server, "Stalled") or {}
+    assert (stalled.get("status"), stalled.get("reason"), stalled.get("message")) == (
+        "True",
+        "CrashLoop",
+        reason,
+    )
+    assert health(server) == {"status": "Degraded", "message": reason}  # Argo CD's check
+
+    def reason_column() -> str | None:
+        table = c.kubectl("get", "modelservers", BAD, "-n", NS, "-o", "wide").stdout
+        header, row = table.splitlines()
+        cell = row[header.index("REASON") :].strip()
+        return cell if said.fullmatch(cell) else None
+
+    wait_for("the message in the REASON column", reason_column, timeout=60, every=1)
+
+    def warnings() -> list[str]:
+        return [
+            e["message"]
+            for e in kube_json(c, "get", "events", "-n", NS)["items"]
+            if e["type"] == "Warning"
+            and e["involvedObject"].get("kind") == "QwenModelServer"
+            and e["involvedObject"]["name"] == BAD
+        ]
+
+    wait_for("the Warning Event", warnings, timeout=30)
+    time.sleep(20)  # more crashes and reconciles: still one Warning for the same words
+    [warning] = warnings()
+    assert said.fullmatch(warning), warning
+    c.kubectl("delete", "qms", BAD, "-n", NS, "--wait=true", "--timeout=120s")
 
 
 def test_down_leaves_nothing_behind(real: tuple[Cluster, dict[str, set[str]]]) -> None:
