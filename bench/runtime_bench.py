@@ -216,17 +216,24 @@ def run_qms(
     workdir: Path,
     extra: dict[str, Any] | None = None,
     close_after: int | None = None,
+    runtime_src: Path | None = None,
+    name: str = "qms",
 ) -> Result:
+    """QMS on `model_dir` under the load of `args`; `runtime_src`: serve the qms_runtime
+    package from that folder instead of the installed one (bench/runtime_ab.py)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
     env.update(QMS_LOG_FORMAT="text", QMS_MAX_BATCH_SIZE=str(args.concurrency))
+    if runtime_src is not None:
+        env["PYTHONPATH"] = str(runtime_src)
     command = [sys.executable, "-m", "qms_runtime.cli", "serve", "--model-dir", str(model_dir),
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     log = workdir / f"qms-{model_dir.name}.log"
     process = start_process(command, log, env)
     try:
         wait_http(f"http://127.0.0.1:{port}/ready", process, log)
-        name = f"qms ({args.max_tokens} tokens, ignore_eos)" if extra else "qms"
+        if extra:
+            name = f"{name} ({args.max_tokens} tokens, ignore_eos)"
         if close_after is not None:
             name = f"qms (closed after {close_after})"
         url = f"http://127.0.0.1:{port}"
