@@ -45,6 +45,11 @@ def test_build_is_a_noop_when_cached() -> None:
     ]
     if node.available()[0]:  # the real node's kubelet and kube-proxy, where it can run
         expected.append(f"k8s-node v1.34.4: {cache / 'k8s-node-v1.34.4' / 'bin'}")
+    expected += [  # the pinned third-party CRDs, from their Go modules (qms_cluster.crds)
+        f"CRDs sigs.k8s.io/gateway-api v1.4.1: {cache / 'crds-gateway-api-v1.4.1'}",
+        "CRDs sigs.k8s.io/gateway-api-inference-extension v1.3.0: "
+        f"{cache / 'crds-gateway-api-inference-extension-v1.3.0'}",
+    ]
     assert r.stdout.splitlines() == expected
 
 
