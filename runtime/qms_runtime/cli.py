@@ -1,4 +1,5 @@
-"""`qms-runtime`: serve a model, write a tiny model, or run the demo."""
+"""`qms-runtime`: serve a model, download one from the Hub, write a tiny model, or run the
+demo."""
 
 from __future__ import annotations
 
@@ -48,25 +49,80 @@ def _add_tiny_model(sub: Any) -> None:
     tiny.add_argument("--seed", type=int, default=0)
 
 
+def _add_download(sub: Any) -> None:
+    download = sub.add_parser(
+        "download",
+        help="download a model from the Hugging Face Hub (HF_ENDPOINT) into a cache "
+        "directory once: <cache-dir>/<namespace>--<name>/<revision>, checksums verified",
+    )
+    download.add_argument("--repo-id", required=True, help="namespace/name on the Hub")
+    download.add_argument("--revision", required=True, help="branch, tag or commit hash")
+    download.add_argument("--cache-dir", type=Path, required=True, help="the shared volume")
+    download.add_argument(
+        "--token-file", type=Path, default=None, help="file holding a Hub token (a Secret)"
+    )
+    download.add_argument(
+        "--termination-log-path",
+        default=None,
+        help="where a failure is written as one line (env QMS_TERMINATION_LOG_PATH, "
+        "default /dev/termination-log)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qms-runtime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
+    _add_download(sub)
     _add_tiny_model(sub)
     demo = sub.add_parser("demo", help="tiny model + server + one chat request via openai")
     demo.add_argument("--workdir", type=Path, default=None)
     return parser
 
 
+def _termination_log_path(args: argparse.Namespace) -> Path:
+    """The flag's or QMS_TERMINATION_LOG_PATH's file, else Kubernetes' default."""
+    given = args.termination_log_path or os.environ.get("QMS_TERMINATION_LOG_PATH")
+    default: Path = RuntimeSettings.model_fields["termination_log_path"].default
+    return Path(given) if given else default
+
+
 def _invalid(message: str, args: argparse.Namespace) -> int:
-    """Exit 2 with the message on stderr and in the termination-message file (the one
-    the flag or QMS_TERMINATION_LOG_PATH names, if it parses, else Kubernetes' default)."""
+    """Exit 2 with the message on stderr and in the termination-message file."""
     line = f"qms-runtime: invalid settings: {message}"
     print(line, file=sys.stderr)
-    given = args.termination_log_path or os.environ.get("QMS_TERMINATION_LOG_PATH")
-    path = Path(given) if given else RuntimeSettings.model_fields["termination_log_path"].default
-    write_termination_message(path, line)
+    write_termination_message(_termination_log_path(args), line)
     return 2
+
+
+def _download(args: argparse.Namespace) -> int:
+    """Exit 0 once the snapshot is there (downloaded now or earlier); else 1 with one
+    line, naming the file or the HTTP status, on stderr and in the termination file."""
+    from qms_runtime.models.hub import DownloadError, download_snapshot, read_token
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("huggingface_hub").propagate = False  # it has a handler of its own
+    try:
+        token = read_token(args.token_file)
+        result = download_snapshot(
+            args.repo_id,
+            args.revision,
+            args.cache_dir,
+            token=token,
+            token_source=str(args.token_file) if token is not None else None,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+        )
+    except DownloadError as exc:
+        line = f"qms-runtime download: {exc}"
+        print(line, file=sys.stderr)
+        write_termination_message(_termination_log_path(args), line)
+        return 1
+    done = "downloaded" if result.downloaded else "already downloaded"
+    print(
+        f"{done} {args.repo_id}@{args.revision} (commit {result.commit}, "
+        f"{result.files} files) in {result.path}"
+    )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -89,9 +145,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "download":
+        # The one command that reaches the Hub (read by huggingface_hub at import);
+        # no telemetry in the user agent (it would fetch a registry from the endpoint).
+        os.environ["HF_HUB_OFFLINE"] = "0"
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        return _download(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local; never reach the hub
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "tiny-model":
