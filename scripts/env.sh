@@ -41,6 +41,10 @@ fi
 # the test control plane (qms-cluster, a separate distribution: not in the
 # product wheel) at whichever checkout runs this script (fast, no dependencies).
 "$QMS_VENV/bin/pip" install --quiet --no-deps -e "$QMS_ROOT" -e "$QMS_ROOT/tests/cluster" >/dev/null
+# The editable installs follow the checkout that sourced this last; PYTHONPATH (which
+# comes before them) makes every process of this shell import this checkout's code,
+# also while another checkout shares the venv (a clean-clone check beside a work tree).
+export PYTHONPATH="$QMS_ROOT/operator:$QMS_ROOT/runtime:$QMS_ROOT/tests/cluster${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$QMS_VENV/bin:$PATH" VIRTUAL_ENV="$QMS_VENV"
 export PYTHONDONTWRITEBYTECODE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 cd "$QMS_ROOT"
