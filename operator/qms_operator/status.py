@@ -65,11 +65,20 @@ def _crashed(cs: dict[str, Any]) -> dict[str, Any]:
     return dict(_get(cs, "lastState", "terminated", default={}))
 
 
+def _container_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """Init containers first (the weights download runs before the runtime), then the
+    containers."""
+    init = _get(pod, "status", "initContainerStatuses", default=None) or []
+    main = _get(pod, "status", "containerStatuses", default=None) or []
+    return [*init, *main]
+
+
 def last_words(pods: list[dict[str, Any]]) -> str:
     """The first failed container's termination message among ``pods`` (one line,
-    capped): what the runtime wrote to /dev/termination-log, or its log's tail."""
+    capped): what the runtime (or its download) wrote to /dev/termination-log, or its
+    log's tail."""
     for pod in pods:
-        for cs in _get(pod, "status", "containerStatuses", default=[]):
+        for cs in _container_statuses(pod):
             words = one_line(_crashed(cs).get("message") or "")
             if words:
                 return words
@@ -91,7 +100,7 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
         for cond in _get(pod, "status", "conditions", default=[]):
             if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
                 return "Unschedulable", f"pod {name} cannot be scheduled: {cond.get('message', '')}"
-        for cs in _get(pod, "status", "containerStatuses", default=[]):
+        for cs in _container_statuses(pod):
             waiting = _get(cs, "state", "waiting", default={})
             last = _crashed(cs)
             words = one_line(last.get("message") or "")

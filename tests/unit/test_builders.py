@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -422,6 +424,120 @@ def test_weights_from_an_oci_image_are_an_image_volume() -> None:
     assert {e["name"]: e["value"] for e in default["containers"][0]["env"]}[
         "QMS_MODEL_DIR"
     ] == "/models"
+
+
+def test_weights_from_the_hub_are_downloaded_by_an_init_container() -> None:
+    source = {
+        "huggingFace": {
+            "repoId": "Qwen/Qwen3-0.6B",
+            "revision": "refs/pr/1",
+            "tokenSecret": {"name": "hf", "key": "hub-token"},
+            "cacheClaim": "hf-cache",
+        }
+    }
+    spec = with_(
+        MINIMAL,
+        model={"name": "qwen3-small", "source": source},
+        runtime={
+            "image": "example.com/qms-runtime:2",
+            "env": [{"name": "HF_ENDPOINT", "value": "http://mirror"}],
+        },
+    )
+    pod = deployment_pod(spec)
+    [model] = [v for v in pod["volumes"] if v["name"] == "model"]
+    assert model == {"name": "model", "persistentVolumeClaim": {"claimName": "hf-cache"}}
+    [token] = [v for v in pod["volumes"] if v["name"] == "hub-token"]
+    assert token == {
+        "name": "hub-token",
+        "secret": {
+            "secretName": "hf",
+            "items": [{"key": "hub-token", "path": "token"}],
+            "defaultMode": 0o440,
+        },
+    }
+    [download] = pod["initContainers"]
+    assert download == {
+        "name": "download",
+        "image": "example.com/qms-runtime:2",
+        "imagePullPolicy": "IfNotPresent",
+        "command": [
+            "qms-runtime",
+            "download",
+            "--repo-id",
+            "Qwen/Qwen3-0.6B",
+            "--revision",
+            "refs/pr/1",
+            "--cache-dir",
+            "/models",
+            "--token-file",
+            "/var/run/secrets/huggingface/token",
+        ],
+        "env": [
+            {"name": "HF_HOME", "value": "/tmp/hf-home"},
+            {"name": "HF_ENDPOINT", "value": "http://mirror"},
+        ],
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "512Mi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        },
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": pod["containers"][0]["securityContext"],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "model", "mountPath": "/models"},
+            {"name": "hub-token", "mountPath": "/var/run/secrets/huggingface", "readOnly": True},
+        ],
+    }
+    container = pod["containers"][0]
+    assert [m for m in container["volumeMounts"] if m["name"] in ("model", "hub-token")] == [
+        {"name": "model", "mountPath": "/models", "readOnly": True}
+    ]  # the runtime reads the cache, never the token
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["QMS_MODEL_DIR"] == "/models/Qwen--Qwen3-0.6B/refs--pr--1"
+    public = deployment_pod(
+        with_(
+            MINIMAL,
+            model={"name": "m", "source": {"huggingFace": {"repoId": "Qwen/Q", "cacheClaim": "c"}}},
+        )
+    )
+    assert public["initContainers"][0]["command"] == [
+        "qms-runtime", "download", "--repo-id", "Qwen/Q", "--revision", "main",
+        "--cache-dir", "/models",
+    ]  # fmt: skip
+    assert [v["name"] for v in public["volumes"]] == ["tmp", "dshm", "model"]
+    assert {e["name"]: e["value"] for e in public["containers"][0]["env"]}[
+        "QMS_MODEL_DIR"
+    ] == "/models/Qwen--Q/main"
+    assert "initContainers" not in deployment_pod(MINIMAL)
+
+
+def test_the_spec_hash_ignores_the_unset_hub_source() -> None:
+    """Upgrading the operator rolls no pods: the unset source is left out of the hash."""
+    spec = parse_spec(MINIMAL)
+    payload = spec.model_dump(mode="json", by_alias=True, include={"model", "runtime"})
+    for unset in ("image", "huggingFace"):
+        del payload["model"]["source"][unset]
+    assert (
+        spec_hash(spec)
+        == (hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16])
+    )
+    hub = parse_spec(
+        with_(
+            MINIMAL,
+            model={"name": "m", "source": {"huggingFace": {"repoId": "a/b", "cacheClaim": "c"}}},
+        )
+    )
+    moved = parse_spec(
+        with_(
+            MINIMAL,
+            model={
+                "name": "m",
+                "source": {"huggingFace": {"repoId": "a/b", "revision": "v2", "cacheClaim": "c"}},
+            },
+        )
+    )
+    assert spec_hash(hub) != spec_hash(moved)  # a new revision rolls the pods
 
 
 def test_spec_is_frozen() -> None:

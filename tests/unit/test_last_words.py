@@ -160,3 +160,36 @@ def test_only_pods_of_the_current_template_count() -> None:
     gone["metadata"]["deletionTimestamp"] = "2026-11-29T12:00:00Z"
     assert current_pods(DESIRED, [old, new, gone]) == [new]
     assert last_words(current_pods(DESIRED, [old, gone, new])) == CHECKSUM
+
+
+def test_a_failed_weights_download_carries_its_line() -> None:
+    """The download init container's termination message reaches the status (the
+    runtime container waits in PodInitializing meanwhile)."""
+    line = (
+        "qms-runtime download: HTTP 401 from https://huggingface.co: the token from "
+        "/var/run/secrets/huggingface/token was refused for acme/private"
+    )
+    pod = crashing(None)
+    pod["status"]["containerStatuses"][0] = {
+        "name": "runtime",
+        "state": {"waiting": {"reason": "PodInitializing"}},
+        "restartCount": 0,
+    }
+    pod["status"]["initContainerStatuses"] = [
+        {
+            "name": "download",
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": line}},
+            "restartCount": 2,
+        }
+    ]
+    assert pod_problem([pod]) == ("CrashLoop", f"pod s-abc keeps crashing (exit 1 Error): {line}")
+    assert last_words([pod]) == line
+    done = copy.deepcopy(pod)
+    done["status"]["initContainerStatuses"][0] = {
+        "name": "download",
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+        "restartCount": 0,
+    }
+    assert pod_problem([done]) is None
+    assert last_words([done]) == ""

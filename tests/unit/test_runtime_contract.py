@@ -17,6 +17,8 @@ import yaml
 
 from qms_operator.builders import desired_children
 from qms_operator.spec import parse_spec
+from qms_runtime import cli
+from qms_runtime.models.hub import snapshot_path
 from qms_runtime.settings import RuntimeSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,8 +58,38 @@ def test_the_examples_are_all_here() -> None:
         "minimal-cpu/qwen3-small",
         "multi-gpu/qwen3-omni-2gpu",
         "seed-faithful/qwen3-omni",
+        "weights-from-hub/qwen3-hub",
         "weights-from-image/qwen3-omni-oci",
     ]
+
+
+def test_the_download_container_runs_the_runtimes_download_into_the_model_dir() -> None:
+    """The init container's command parses as `qms-runtime download`, and the directory
+    it downloads into is the runtime container's QMS_MODEL_DIR."""
+    source = {
+        "huggingFace": {
+            "repoId": "Qwen/Qwen3-0.6B",
+            "revision": "refs/pr/7",
+            "tokenSecret": {"name": "hf"},
+            "cacheClaim": "hf-cache",
+        }
+    }
+    spec = parse_spec({"model": {"name": "q", "source": source}})
+    [deployment] = [
+        c for c in desired_children("s", "ns", "uid-1", spec) if c["kind"] == "Deployment"
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    [download] = pod["initContainers"]
+    assert download["command"][0] == "qms-runtime"
+    args = cli.build_parser().parse_args(download["command"][1:])
+    assert (args.command, args.repo_id, args.revision) == (
+        "download",
+        "Qwen/Qwen3-0.6B",
+        "refs/pr/7",
+    )
+    assert args.token_file == Path("/var/run/secrets/huggingface/token")
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert snapshot_path(args.cache_dir, args.repo_id, args.revision) == Path(env["QMS_MODEL_DIR"])
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))

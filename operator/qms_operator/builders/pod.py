@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from ..spec import QwenModelServerSpec
-from ..spec.model import MODEL_MOUNT_PATH
+from ..spec.model import MODEL_MOUNT_PATH, HuggingFaceSource
 from ..spec.quantity import parse_quantity
 from .names import (
     HTTP_PORT,
@@ -28,17 +28,25 @@ PRESTOP_SLEEP_SECONDS = 5
 RUN_AS_USER = 65532  # the runtime image's user
 # Where the runtime writes its last words (the Kubernetes default, set explicitly).
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+# Weights from the Hugging Face Hub: the init container that downloads them.
+DOWNLOAD_CONTAINER = "download"
+HUB_TOKEN_DIR = "/var/run/secrets/huggingface"
+DOWNLOAD_RESOURCES = {
+    "requests": {"cpu": "500m", "memory": "512Mi"},
+    "limits": {"cpu": "2", "memory": "2Gi"},
+}
 
 
 def spec_hash(spec: QwenModelServerSpec) -> str:
     """Hash of what the pods run (model and runtime); a change rolls the pods.
 
-    A source added later (image) is left out while unset, so that upgrading the
-    operator does not roll the pods of every server.
+    A source added later (image, huggingFace) is left out while unset, so that
+    upgrading the operator does not roll the pods of every server.
     """
     payload = spec.model_dump(mode="json", by_alias=True, include={"model", "runtime"})
-    if spec.model.source.image is None:
-        del payload["model"]["source"]["image"]
+    for added in ("image", "huggingFace"):
+        if payload["model"]["source"][added] is None:
+            del payload["model"]["source"][added]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -48,8 +56,17 @@ def model_dir(spec: QwenModelServerSpec) -> str:
         return f"{MODEL_MOUNT_PATH}/{source.pvc.sub_path}".rstrip("/")
     if source.image is not None:
         return f"{MODEL_MOUNT_PATH}/{source.image.sub_path}".rstrip("/")
+    if source.hugging_face is not None:
+        return hub_snapshot_dir(source.hugging_face)
     assert source.image_path is not None
     return source.image_path
+
+
+def hub_snapshot_dir(hub: HuggingFaceSource) -> str:
+    """Where `qms-runtime download` puts the snapshot in the cache claim (mounted at
+    /models): <namespace>--<name>/<revision>, '/' written as '--' (its models/hub.py)."""
+    repo = hub.repo_id.replace("/", "--")
+    return f"{MODEL_MOUNT_PATH}/{repo}/{hub.revision.replace('/', '--')}"
 
 
 def _env(spec: QwenModelServerSpec) -> list[dict[str, str]]:
@@ -166,6 +183,22 @@ def _volumes(spec: QwenModelServerSpec) -> tuple[list[dict[str, Any]], list[dict
             }
         )
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT_PATH, "readOnly": True})
+    hub = spec.model.source.hugging_face
+    if hub is not None:
+        # The cache claim: the download container writes it, the runtime only reads.
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": hub.cache_claim}})
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT_PATH, "readOnly": True})
+        if hub.token_secret is not None:
+            volumes.append(
+                {
+                    "name": "hub-token",
+                    "secret": {
+                        "secretName": hub.token_secret.name,
+                        "items": [{"key": hub.token_secret.key, "path": "token"}],
+                        "defaultMode": 0o440,
+                    },
+                }
+            )
     if spec.api_key_secret is not None:
         volumes.append(
             {
@@ -179,6 +212,51 @@ def _volumes(spec: QwenModelServerSpec) -> tuple[list[dict[str, Any]], list[dict
         )
         mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
     return volumes, mounts
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _download_container(spec: QwenModelServerSpec, hub: HuggingFaceSource) -> dict[str, Any]:
+    """The init container: `qms-runtime download` into the cache claim, once per
+    revision (a lock and a completion marker there); the runtime starts after it."""
+    command = [
+        "qms-runtime",
+        "download",
+        "--repo-id",
+        hub.repo_id,
+        "--revision",
+        hub.revision,
+        "--cache-dir",
+        MODEL_MOUNT_PATH,
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "model", "mountPath": MODEL_MOUNT_PATH},
+    ]
+    if hub.token_secret is not None:
+        command += ["--token-file", f"{HUB_TOKEN_DIR}/token"]
+        mounts.append({"name": "hub-token", "mountPath": HUB_TOKEN_DIR, "readOnly": True})
+    env = [{"name": "HF_HOME", "value": "/tmp/hf-home"}]
+    return {
+        "name": DOWNLOAD_CONTAINER,
+        "image": spec.runtime.image,
+        "imagePullPolicy": spec.runtime.image_pull_policy,
+        "command": command,
+        "env": env + [{"name": e.name, "value": e.value} for e in spec.runtime.env],
+        "resources": json.loads(json.dumps(DOWNLOAD_RESOURCES)),
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _security_context(),
+        "volumeMounts": mounts,
+    }
 
 
 def _container(spec: QwenModelServerSpec, mounts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -197,13 +275,7 @@ def _container(spec: QwenModelServerSpec, mounts: list[dict[str, Any]]) -> dict[
         # one leaves the log's tail instead. Status and a Warning Event carry either.
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _security_context(),
         "volumeMounts": mounts,
     }
     if spec.runtime.args:
@@ -292,5 +364,8 @@ def pod_template(server: str, spec: QwenModelServerSpec) -> dict[str, Any]:
         "priorityClassName": scheduling.priority_class_name,
         "topologySpreadConstraints": _spread(server, spec),
     }
+    hub = spec.model.source.hugging_face
+    if hub is not None:
+        optional["initContainers"] = [_download_container(spec, hub)]
     pod.update({k: v for k, v in optional.items() if v})
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod}

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import DNS_LABEL, SpecModel, cel
+from .base import DNS_LABEL, DNS_SUBDOMAIN, SpecModel, cel
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/qms-io/qms-runtime:0.1.0"
 MODEL_MOUNT_PATH = "/models"
@@ -61,15 +61,67 @@ class ImageSource(SpecModel):
     )
 
 
+# The Hub's repo ids and revisions; every part starts with a letter or a digit (so no
+# part is "." or ".."), as the runtime's `qms-runtime download` checks too.
+HUB_REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+HUB_REVISION = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$"
+
+
+class HubTokenSecret(SpecModel):
+    """A key of a Secret (same namespace) holding a Hugging Face access token, for a
+    private or gated repository; mounted into the download container only."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Secret name.")
+    key: str = Field(
+        default="token", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key."
+    )
+
+
+class HuggingFaceSource(SpecModel):
+    """Weights from the Hugging Face Hub. An init container (the runtime image's
+    `qms-runtime download`) downloads the revision once into the cache claim, verifies
+    every file's checksum and marks it complete; later pods find it there and download
+    nothing. The runtime serves it from <claim>/<namespace>--<name>/<revision>. A failed
+    download (a file that does not match, HTTP 401/404) stops the pod with one line
+    naming it, which the server's status shows. spec.runtime.env reaches the download
+    too (HF_ENDPOINT for a mirror, HTTPS_PROXY)."""
+
+    repo_id: str = Field(
+        max_length=192,
+        pattern=HUB_REPO_ID,
+        description="Repository on the Hub, e.g. Qwen/Qwen3-Omni-30B-A3B-Instruct.",
+    )
+    revision: str = Field(
+        default="main",
+        max_length=255,
+        pattern=HUB_REVISION,
+        description="Branch, tag or commit hash. A commit hash pins the weights; a branch "
+        "is resolved by the first download only (later pods reuse what it got).",
+    )
+    token_secret: HubTokenSecret | None = Field(
+        default=None,
+        description="Secret key with a Hub token, for a private or gated repository; "
+        "mounted into the download container only.",
+    )
+    cache_claim: str = Field(
+        max_length=253,
+        pattern=DNS_LABEL,
+        description="PersistentVolumeClaim (same namespace) the weights are downloaded "
+        "into and served from; ReadWriteMany when replicas run on several nodes, so they "
+        "share one download.",
+    )
+
+
 class ModelSource(SpecModel):
-    """Where the weights come from. Exactly one of pvc, imagePath or image."""
+    """Where the weights come from. Exactly one of pvc, imagePath, image or huggingFace."""
 
     model_config = SpecModel.model_config | {
         "json_schema_extra": cel(
             (
                 "(has(self.pvc) ? 1 : 0) + (has(self.imagePath) ? 1 : 0) "
-                "+ (has(self.image) ? 1 : 0) == 1",
-                "exactly one of source.pvc, source.imagePath or source.image must be set",
+                "+ (has(self.image) ? 1 : 0) + (has(self.huggingFace) ? 1 : 0) == 1",
+                "exactly one of source.pvc, source.imagePath, source.image or "
+                "source.huggingFace must be set",
                 "",
             )
         )
@@ -83,6 +135,12 @@ class ModelSource(SpecModel):
         description="Absolute path of a model directory baked into the runtime image.",
     )
     image: ImageSource | None = Field(default=None)
+    hugging_face: HuggingFaceSource | None = Field(
+        default=None,
+        description="Weights from the Hugging Face Hub, downloaded once per revision into "
+        "cacheClaim by an init container (qms-runtime download, checksums verified) that "
+        "the runtime waits for.",
+    )
 
 
 class ModelSpec(SpecModel):
