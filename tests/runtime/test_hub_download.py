@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from hub_fake import FakeRepo, RunningFakeHub
+from runtime_support import start_server
 
 from qms_runtime.models.checksums import parse_manifest, verify_model_dir
 from qms_runtime.models.hub import snapshot_path
@@ -139,6 +141,31 @@ def test_download_verifies_then_a_second_pod_makes_no_request(
         f"already downloaded {REPO}@main (commit {repo.commit}, {len(names)} files) in {target}\n"
     )
     assert fake_hub.hub.requests == []  # the second pod downloads nothing, asks nothing
+
+
+def test_the_runtime_serves_what_was_downloaded(
+    fake_hub: RunningFakeHub, model: Path, tmp_path: Path
+) -> None:
+    """The init container's output is a model directory `serve` verifies and loads (its
+    SHA256SUMS written by the download, huggingface_hub's .cache/ beside the files)."""
+    _public(fake_hub, model, skip=("SHA256SUMS",))
+    assert _download(fake_hub, tmp_path).code == 0
+    target = snapshot_path(tmp_path / "cache", REPO, "main")
+    assert (target / ".cache" / "huggingface").is_dir()
+    server = start_server(target, tmp_path, served_model_name="hub-model")
+    try:
+        reply = httpx.post(
+            f"{server.base_url}/v1/completions",
+            json={"model": "hub-model", "prompt": "hello", "max_tokens": 3, "ignore_eos": True},
+            timeout=60,
+        )
+    finally:
+        assert server.stop() == 0
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] == 3
+    log = server.log_path.read_text()
+    assert f"verifying checksums in {target}" in log
+    assert f"checksum ok: {WEIGHTS}" in log
 
 
 def test_concurrent_pods_download_each_file_once(
