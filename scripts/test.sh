@@ -20,4 +20,6 @@ bash scripts/check-deploy.sh
 echo "== pytest"
 # Each run gets its own control plane state so a cluster left up elsewhere is untouched.
 export QMS_CLUSTER_DIR=${QMS_CLUSTER_DIR:-$(mktemp -d /tmp/qms-cluster-test.XXXXXX)}
-pytest -p no:cacheprovider "$@"
+# A base temp dir of its own: pytest prunes old /tmp/pytest-of-$USER/pytest-N dirs, which
+# deleted a concurrent run's tiny models and cluster state mid-run.
+pytest -p no:cacheprovider --basetemp="$(mktemp -d /tmp/qms-pytest.XXXXXX)" "$@"
