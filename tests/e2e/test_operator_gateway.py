@@ -85,6 +85,21 @@ def built(cluster: Cluster, ns: str) -> dict[str, dict[str, Any]]:
     return {c["kind"]: c for c in children}
 
 
+def wait_ready(cluster: Cluster, ns: str) -> dict[str, Any]:
+    """The server once Ready; on a timeout the failure shows its status and children.
+
+    180 s, not 60: in one CI run of several the first server of this module was not
+    Ready within 60 s (cause not found; a retry backoff after the route's or the
+    pool's first apply is the likeliest), so the wait covers the longest backoff."""
+    try:
+        found: dict[str, Any] = wait_for("Ready", lambda: is_ready(cluster, "routed", ns), 180)
+    except AssertionError as exc:
+        status = (get(cluster, "modelserver", "routed", ns) or {}).get("status")
+        listed = cluster.kubectl("get", "all,events", "-n", ns, check=False).stdout
+        raise AssertionError(f"{exc}\nstatus: {json.dumps(status)}\n{listed}") from exc
+    return found
+
+
 def assert_exactly_built(live: dict[str, Any] | None, want: dict[str, Any]) -> None:
     """The live object holds what was built, no more (no default added, nothing pruned)."""
     assert live is not None, want["kind"]
@@ -97,7 +112,7 @@ def test_http_route_and_inference_pool_are_created_exactly_as_built(
     cluster: Cluster, op: Operator, ns: str
 ) -> None:
     apply_yaml(cluster, ns, SERVER)
-    server = wait_for("Ready", lambda: is_ready(cluster, "routed", ns), 60)
+    server = wait_ready(cluster, ns)
     want = built(cluster, ns)
     assert_exactly_built(get(cluster, ROUTE, "routed", ns), want["HTTPRoute"])
     assert_exactly_built(get(cluster, POOL, "routed", ns), want["InferencePool"])
