@@ -42,6 +42,30 @@ def operator(
         op.stop()
 
 
+def install_crd(cluster: Cluster) -> None:
+    """The QwenModelServer CRD, applied and Established."""
+    cluster.kubectl(
+        "apply", "--server-side", "-f", str(ROOT / "crds/modelservers.serving.qms.io.yaml")
+    )
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modelservers.serving.qms.io")
+
+
+@contextmanager
+def fresh_namespace(cluster: Cluster, name: str) -> Iterator[str]:
+    """A namespace with its default ServiceAccount, deleted (without waiting) after."""
+    cluster.kubectl("create", "namespace", name)
+    wait_for(
+        "default ServiceAccount",
+        lambda: (
+            not cluster.kubectl(
+                "get", "serviceaccount", "default", "-n", name, check=False
+            ).returncode
+        ),
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
 def get(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     res = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
     if res.returncode:

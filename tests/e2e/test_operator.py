@@ -15,7 +15,9 @@ from operator_helpers import (
     Operator,
     apply_yaml,
     condition,
+    fresh_namespace,
     get,
+    install_crd,
     is_ready,
     items,
     operator,
@@ -65,10 +67,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def crd(cluster: Cluster) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", str(ROOT / "crds/modelservers.serving.qms.io.yaml")
-    )
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modelservers.serving.qms.io")
+    install_crd(cluster)
 
 
 @pytest.fixture(scope="module")
@@ -80,18 +79,8 @@ def op(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = namespace_name("op-" + request.node.name)
-    cluster.kubectl("create", "namespace", name)
-    wait_for(
-        "default ServiceAccount",
-        lambda: (
-            not cluster.kubectl(
-                "get", "serviceaccount", "default", "-n", name, check=False
-            ).returncode
-        ),
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    with fresh_namespace(cluster, namespace_name("op-" + request.node.name)) as name:
+        yield name
 
 
 def seed(cluster: Cluster, ns: str) -> dict[str, Any]:

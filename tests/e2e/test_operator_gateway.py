@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import yaml
 from operator_helpers import (
-    ROOT,
     Operator,
     apply_yaml,
+    fresh_namespace,
     get,
+    install_crd,
     is_ready,
     operator,
     patch_spec,
@@ -47,10 +48,7 @@ POOL = "inferencepool.inference.networking.k8s.io"
 
 @pytest.fixture(scope="module")
 def crd(cluster: Cluster) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", str(ROOT / "crds/modelservers.serving.qms.io.yaml")
-    )
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modelservers.serving.qms.io")
+    install_crd(cluster)
     crds.install(cluster)
 
 
@@ -63,18 +61,8 @@ def op(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = namespace_name("gw-" + request.node.name)
-    cluster.kubectl("create", "namespace", name)
-    wait_for(
-        "default ServiceAccount",
-        lambda: (
-            not cluster.kubectl(
-                "get", "serviceaccount", "default", "-n", name, check=False
-            ).returncode
-        ),
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    with fresh_namespace(cluster, namespace_name("gw-" + request.node.name)) as name:
+        yield name
 
 
 def built(cluster: Cluster, ns: str) -> dict[str, dict[str, Any]]:

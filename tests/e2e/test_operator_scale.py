@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_helpers import ROOT, Operator, apply_yaml, get, is_ready, operator, wait_for
+from operator_helpers import (
+    ROOT,
+    Operator,
+    apply_yaml,
+    fresh_namespace,
+    get,
+    install_crd,
+    is_ready,
+    operator,
+    wait_for,
+)
 
 from conftest import namespace_name
 from qms_cluster import Cluster
@@ -31,10 +41,7 @@ REFUSED = "replicas cannot change while autoscaling.enabled is true"
 
 @pytest.fixture(scope="module")
 def crd(cluster: Cluster) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", str(ROOT / "crds/modelservers.serving.qms.io.yaml")
-    )
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modelservers.serving.qms.io")
+    install_crd(cluster)
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +53,8 @@ def op(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = namespace_name("scale-" + request.node.name)
-    cluster.kubectl("create", "namespace", name)
-    wait_for(
-        "default ServiceAccount",
-        lambda: (
-            not cluster.kubectl(
-                "get", "serviceaccount", "default", "-n", name, check=False
-            ).returncode
-        ),
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    with fresh_namespace(cluster, namespace_name("scale-" + request.node.name)) as name:
+        yield name
 
 
 def scale_of(cluster: Cluster, ns: str, name: str = "small") -> dict[str, Any]:

@@ -7,7 +7,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from operator_helpers import ROOT, Operator, apply_yaml, get, is_ready, operator, wait_for
+from operator_helpers import (
+    Operator,
+    apply_yaml,
+    fresh_namespace,
+    get,
+    install_crd,
+    is_ready,
+    operator,
+    wait_for,
+)
 
 from conftest import namespace_name
 from qms_cluster import Cluster
@@ -31,10 +40,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def crd(cluster: Cluster) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", str(ROOT / "crds/modelservers.serving.qms.io.yaml")
-    )
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modelservers.serving.qms.io")
+    install_crd(cluster)
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +52,8 @@ def op(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = namespace_name("src-" + request.node.name)
-    cluster.kubectl("create", "namespace", name)
-    wait_for(
-        "default ServiceAccount",
-        lambda: (
-            not cluster.kubectl(
-                "get", "serviceaccount", "default", "-n", name, check=False
-            ).returncode
-        ),
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    with fresh_namespace(cluster, namespace_name("src-" + request.node.name)) as name:
+        yield name
 
 
 def test_weights_from_an_oci_image_are_mounted_as_an_image_volume(

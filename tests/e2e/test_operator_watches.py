@@ -17,7 +17,17 @@ from typing import Any
 
 import pytest
 import service_monitor_crd
-from operator_helpers import ROOT, Operator, apply_yaml, get, is_ready, items, operator, wait_for
+from operator_helpers import (
+    Operator,
+    apply_yaml,
+    fresh_namespace,
+    get,
+    install_crd,
+    is_ready,
+    items,
+    operator,
+    wait_for,
+)
 
 from conftest import namespace_name
 from qms_cluster import Cluster
@@ -42,10 +52,7 @@ NO_SPACE = "cannot write the compile cache: [Errno 28] No space left on device: 
 
 @pytest.fixture(scope="module")
 def op(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    cluster.kubectl(
-        "apply", "--server-side", "-f", str(ROOT / "crds/modelservers.serving.qms.io.yaml")
-    )
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modelservers.serving.qms.io")
+    install_crd(cluster)
     service_monitor_crd.install(cluster)  # served before the operator starts
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     try:
@@ -58,18 +65,8 @@ def op(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
 
 @pytest.fixture
 def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = namespace_name("watch-" + request.node.name)
-    cluster.kubectl("create", "namespace", name)
-    wait_for(
-        "default ServiceAccount",
-        lambda: (
-            not cluster.kubectl(
-                "get", "serviceaccount", "default", "-n", name, check=False
-            ).returncode
-        ),
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    with fresh_namespace(cluster, namespace_name("watch-" + request.node.name)) as name:
+        yield name
 
 
 def server(cluster: Cluster, ns: str, name: str, monitor: bool) -> dict[str, Any]:
