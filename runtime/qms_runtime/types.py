@@ -11,20 +11,55 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
+class GrammarSpec:
+    """What a sequence's output must match, enforced token by token (engine/grammar.py):
+    `kind` "json_object" (any JSON object), "json_schema" (`source`: the schema as JSON
+    text) or "lark" (`source`: a llguidance Lark grammar, e.g. the tool-call grammar)."""
+
+    kind: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """How one sequence is generated. A new sampling parameter is a field here, a field
     of the request models (api/protocol.py) and its translation for the two engines
-    (engine/sampling.py: `cb_request_kwargs` and `generate_kwargs`)."""
+    (engine/sampling.py: `cb_request_kwargs` and `generate_kwargs`; per-sequence
+    controls in engine/controls.py)."""
 
     max_new_tokens: int
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
     ignore_eos: bool = False
     seed: int | None = None  # OpenAI `seed`: sampled tokens depend on it and the prompt only
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    min_tokens: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None  # None: none; k: the sampled token's and the top k (0..20)
+    grammar: GrammarSpec | None = None
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def controlled(self) -> bool:
+        """Needs QMS's per-sequence logits controls (engine/controls.py)."""
+        return bool(
+            self.min_p
+            or self.repetition_penalty != 1.0
+            or self.presence_penalty
+            or self.frequency_penalty
+            or self.min_tokens
+            or self.logit_bias
+            or self.logprobs is not None
+            or self.grammar is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -37,18 +72,31 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of a generated (or prompt) token under the raw model (before
+    temperature and filters, as OpenAI and vLLM report it), with the top alternatives."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token id, logprob), most likely first
+
+
+@dataclass(frozen=True)
 class TokenChunk:
     """What a backend yields: the tokens new since the last chunk, and whether the
-    sequence is finished (then no chunk follows)."""
+    sequence is finished (then no chunk follows); `logprobs` (one per token) when the
+    sequence asked for them."""
 
     token_ids: list[int]
     finished: bool = False
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass(frozen=True)
 class GenerationEvent:
     new_token_ids: list[int]
     finish_reason: str | None  # None while running; "stop" (EOS) or "length" at the end
+    logprobs: list[TokenLogprob] | None = None
 
 
 class Admission(Protocol):

@@ -18,8 +18,9 @@ from qms_runtime.types import GenerationBackend, GenerationEvent, Prompt, Sampli
 
 
 def finish_reason(tokens: list[int], params: SamplingParams, eos_token_ids: tuple[int, ...]) -> str:
-    """ "stop" when the sequence ended on an end-of-sequence token, else "length"."""
-    eos = () if params.ignore_eos else eos_token_ids
+    """ "stop" when the sequence ended on an end-of-sequence token (or one of its
+    `stop_token_ids`), else "length"."""
+    eos = params.stop_token_ids + (() if params.ignore_eos else eos_token_ids)
     return "stop" if tokens and tokens[-1] in eos else "length"
 
 
@@ -66,9 +67,9 @@ async def generate_events(
             if chunk.token_ids:
                 tail = chunk.token_ids[-1:]
             if not chunk.finished:
-                yield GenerationEvent(new_token_ids=chunk.token_ids, finish_reason=None)
+                yield GenerationEvent(chunk.token_ids, None, chunk.logprobs)
                 continue
             observer.finished()
             reason = finish_reason(tail, params, backend.eos_token_ids)
-            yield GenerationEvent(new_token_ids=chunk.token_ids, finish_reason=reason)
+            yield GenerationEvent(chunk.token_ids, reason, chunk.logprobs)
             return
