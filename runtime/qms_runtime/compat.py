@@ -17,7 +17,7 @@ What is used, and why:
 - `RequestStatus.FAILED` of a result;
 - the CB top-k / top-p warpers' classes (swapped for cheaper subclasses in place) and the
   logits-processor list's `logits_processor`, `tensors_required`, `supported_keys` and
-  `do_processing` (a seeded-sampling processor appended);
+  `do_processing` (QMS's per-sequence controls: a processor first, one last);
 - on Qwen3-Omni: `thinker.model.rope_deltas` (made thread-local by a class swap), the
   thinker's `forward` (wrapped: media threads pause the batch), and the talker config's
   `audio_config` (5.24's talker rope index reads it).
@@ -170,30 +170,44 @@ def use_fast_warpers(manager: Any) -> None:
             processor.__class__ = FastTopP
 
 
-SeededRows = Callable[[torch.Tensor, list[tuple[int, int]]], torch.Tensor]
+RowHook = Callable[[list[tuple[Any, int]], torch.Tensor], torch.Tensor]
 
 
-def use_seeded_sampling(manager: Any, seeded_rows: SeededRows) -> None:
-    """Give the manager a last logits processor that takes a per-request `seed=` (an int)
-    and has that request's rows picked by `seeded_rows(scores of those rows, [(seed,
-    position)])` (engine/sampling.py: Gumbel-max, one-hot rows).
+def use_sequence_controls(
+    manager: Any, lookup: Callable[[int], Any], adjust: RowHook, pick: RowHook
+) -> None:
+    """Give the manager two processors for QMS's per-sequence controls (before start()).
 
-    Rows of unseeded requests are left alone and cost nothing. transformers calls
-    `prepare_tensor_args` with the requests that sample in the next forward, in row order
-    (input_outputs.py `prepare_batch_tensors`, right after it advanced `position_offset`
-    past the tokens of this forward), then, on the same thread, the processors on those
-    rows' logits; the row -> (seed, position) list is handed over between the two calls.
+    A request added with `qms_sequence=<key>` has its rows handed, as (controls,
+    position) with `lookup(key)` as controls, to `adjust` (first processor: the raw
+    logits) and to `pick` (last processor: after temperature, top-k and top-p); each
+    returns those rows' new scores (engine/controls.py). Rows of other requests are left
+    alone and cost nothing. transformers calls `prepare_tensor_args` with the requests
+    that sample in the next forward, in row order (input_outputs.py
+    `prepare_batch_tensors`, right after it advanced `position_offset` past the tokens
+    of this forward, so it is the position of the token chosen now), then, on the same
+    thread, the processors on those rows' logits; the row list is handed over between
+    the two calls.
     """
     from transformers.generation.continuous_batching.cb_logits_processors import (
         ContinuousBatchingLogitsProcessor,
     )
 
-    class SeededSampling(ContinuousBatchingLogitsProcessor):
-        supported_kwargs: dict[str, type] = {"seed": int}
-        ignored_kwargs: tuple[str, ...] = ()
+    shared: dict[str, Any] = {"rows": [], "index": None}
 
-        def __init__(self) -> None:
-            self.rows: list[tuple[int, int, int]] = []  # (row, seed, position) of the next forward
+    def apply(hook: RowHook, scores: torch.Tensor) -> torch.Tensor:
+        rows = shared["rows"]
+        if not rows:
+            return scores
+        index = shared["index"]
+        if index is None or index.device != scores.device:
+            index = shared["index"] = torch.tensor([r for r, _, _ in rows], device=scores.device)
+        picked = hook([(c, pos) for _, c, pos in rows], scores.index_select(0, index))
+        return scores.index_copy(0, index, picked)
+
+    class Adjust(ContinuousBatchingLogitsProcessor):
+        supported_kwargs: dict[str, type] = {"qms_sequence": int}
+        ignored_kwargs: tuple[str, ...] = ()
 
         def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
             int32_tensor.fill_(0)  # its row of the IO's argument tensor stays unused
@@ -201,24 +215,30 @@ def use_seeded_sampling(manager: Any, seeded_rows: SeededRows) -> None:
         def prepare_tensor_args(self, requests_with_new_token: list[Any]) -> torch.Tensor:
             rows = []
             for row, request in enumerate(requests_with_new_token):
-                seed = request.state.logit_processor_kwargs.get("seed")
-                if seed is not None:
-                    # The token sampled now goes at this position (prompt + tokens before it).
-                    rows.append((row, int(seed), int(request.state.position_offset)))
-            self.rows = rows
+                key = request.state.logit_processor_kwargs.get("qms_sequence")
+                controls = lookup(key) if key is not None else None
+                if controls is not None:
+                    rows.append((row, controls, int(request.state.position_offset)))
+            shared["rows"], shared["index"] = rows, None
             return torch.empty(0, dtype=torch.int32)  # nothing to send to the device
 
         def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
-            if not self.rows:
-                return scores
-            index = torch.tensor([row for row, _, _ in self.rows], device=scores.device)
-            picked = seeded_rows(scores.index_select(0, index), [(s, p) for _, s, p in self.rows])
-            return scores.index_copy(0, index, picked)
+            return apply(adjust, scores)
+
+    class Pick(Adjust):
+        supported_kwargs: dict[str, type] = {}
+
+        def prepare_tensor_args(self, requests_with_new_token: list[Any]) -> torch.Tensor:
+            return torch.empty(0, dtype=torch.int32)  # Adjust found the rows
+
+        def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+            return apply(pick, scores)
 
     processors = manager.logit_processor  # a ContinuousBatchingLogitsProcessorList
-    processors.logits_processor.append(SeededSampling())
-    processors.tensors_required += 1  # one int32 row per CB processor in the IO's bulk tensor
-    processors.supported_keys.update(SeededSampling.supported_kwargs)  # check_kwargs accepts seed
+    processors.logits_processor.insert(0, Adjust())
+    processors.logits_processor.append(Pick())
+    processors.tensors_required += 2  # one int32 row per CB processor in the IO's bulk tensor
+    processors.supported_keys.update(Adjust.supported_kwargs)  # check_kwargs accepts the key
     processors.do_processing = True
 
 

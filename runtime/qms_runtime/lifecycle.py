@@ -112,10 +112,19 @@ class ServerState:
             if settings.warmup:
                 prompt = loaded.tokenizer.encode("warm up") or [0]
                 await engine.generate(prompt, SamplingParams(max_new_tokens=2))
+            if loaded.generation_defaults:
+                log.info(
+                    "sampling defaults from generation_config.json: %s", loaded.generation_defaults
+                )
             media = _omni_media(loaded, self.metrics, settings, engine)
             self.serving = OpenAIServing(
                 ModelBackend(engine, media),
-                TextModel(loaded.tokenizer, loaded.max_model_len, loaded.vocab_size),
+                TextModel(
+                    loaded.tokenizer,
+                    loaded.max_model_len,
+                    loaded.vocab_size,
+                    loaded.generation_defaults,
+                ),
                 settings.model_name,
                 self.metrics,
                 settings.retry_after_seconds,

@@ -69,6 +69,11 @@ class RuntimeSettings(BaseSettings):
         description="Log each request's prompt and generated text (INFO); off by default, "
         "as they may hold personal data.",
     )
+    model_defaults: bool = Field(
+        default=True,
+        description="Sampling fields a request omits (temperature, top_p, top_k, min_p, "
+        "repetition_penalty) default to the model's generation_config.json; false: OpenAI's.",
+    )
     retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After sent with a 429.")
     max_request_bytes: int = Field(
         default=33_554_432,

@@ -1,8 +1,11 @@
 """OpenAI request bodies, validated strictly at the edge (wrong types are 400, not coerced).
 
-Unknown fields are ignored, as clients send more than any server implements; known
-features QMS does not implement (logprobs, tools, penalties, echo, ...) are refused
-with a 400 that names them rather than silently ignored.
+Nothing is silently ignored: every OpenAI field is declared, and is either honoured or
+refused with a 400 that names it (`REFUSED`, checked by `unsupported()`). Fields that
+are not OpenAI's (vendor extras: clients send more than any server implements) are
+kept in `model_extra`, accepted, and logged once per name (api/serving.py). vLLM's
+sampling extras (top_k, min_p, repetition_penalty, min_tokens, stop_token_ids, ...) are
+honoured under vLLM's names. docs/runtime.md lists every field.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 Number = Annotated[float, Field(strict=True)]
 MAX_N = 16
-MAX_STOPS = 4
+MAX_STOPS = 32  # OpenAI allows 4; lm-evaluation-harness sends more
+MAX_TOP_LOGPROBS = 20
 
 
 class TextPart(BaseModel):
@@ -104,27 +108,73 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
-class GenerationRequest(BaseModel):
-    """Fields shared by chat completions and completions."""
-
+class JSONSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="ignore")
+    name: StrictStr = "response"
+    description: StrictStr | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
+# OpenAI fields QMS declares but does not do: a 400 naming the field when it is set
+# (to anything but its default), with the reason.
+REFUSED_COMMON: dict[str, str] = {}
+REFUSED_CHAT = {
+    "functions": "functions is deprecated and not supported; use tools",
+    "function_call": "function_call is deprecated and not supported; use tool_choice",
+    "prediction": "predicted outputs (prediction) are not supported",
+    "web_search_options": "web search is not supported",
+    "reasoning_effort": "reasoning_effort is not supported; for Qwen3 use "
+    'chat_template_kwargs {"enable_thinking": false}',
+    "verbosity": "verbosity is not supported",
+    "metadata": "metadata is only stored with store=true, which is not supported",
+}
+REFUSED_COMPLETION = {
+    "suffix": "suffix (insertion) is not supported",
+}
+
+
+class GenerationRequest(BaseModel):
+    """Fields shared by chat completions and completions. Sampling fields are None when
+    the request omits them: the model's generation_config.json gives the default
+    (api/serving.py), else OpenAI's."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: StrictStr
     max_tokens: StrictInt | None = Field(default=None, ge=1)
-    temperature: Number = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: Number = Field(default=1.0, gt=0.0, le=1.0)
+    temperature: Number | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: Number | None = Field(default=None, gt=0.0, le=1.0)
     n: StrictInt = Field(default=1, ge=1, le=MAX_N)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     stop: StrictStr | list[StrictStr] | None = None
     seed: StrictInt | None = None
-    user: StrictStr | None = None
+    user: StrictStr | None = None  # an end-user id: accepted; QMS keeps no per-user state
+    safety_identifier: StrictStr | None = None  # the same, OpenAI's newer name
+    prompt_cache_key: StrictStr | None = None  # prefix caching is automatic, by prefix
     presence_penalty: Number = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: Number = Field(default=0.0, ge=-2.0, le=2.0)
-    logit_bias: dict[str, Any] | None = None
-    # Extensions (vLLM spells them the same way).
+    logit_bias: dict[StrictStr, Number] | None = None
+    response_format: ResponseFormat | None = None
+    service_tier: Literal["auto", "default"] | None = None  # one tier: honoured as is
+    store: Literal[False] | None = None  # nothing is stored; true is a 400
+    # Extensions, spelled as vLLM spells them.
+    top_k: StrictInt | None = Field(default=None, ge=-1)  # -1 or 0: off
+    min_p: Number | None = Field(default=None, ge=0.0, le=1.0)
+    repetition_penalty: Number | None = Field(default=None, gt=0.0, le=10.0)
+    min_tokens: StrictInt = Field(default=0, ge=0)
+    stop_token_ids: list[StrictInt] | None = None
     ignore_eos: StrictBool = False
     return_token_ids: StrictBool = False
+
+    refused: ClassVar[dict[str, str]] = REFUSED_COMMON
 
     @field_validator("stop")
     @classmethod
@@ -136,6 +186,16 @@ class GenerationRequest(BaseModel):
             raise ValueError("stop sequences must not be empty")
         return value
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not key.isdigit():
+                raise ValueError(f"keys must be token ids, got {key[:40]!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"bias of token {key} must be in [-100, 100]")
+        return value
+
     def stop_list(self) -> list[str]:
         if self.stop is None:
             return []
@@ -143,12 +203,15 @@ class GenerationRequest(BaseModel):
 
     def unsupported(self) -> tuple[str, str] | None:
         """The first requested feature QMS does not implement: (param, message)."""
-        if self.presence_penalty != 0.0 or self.frequency_penalty != 0.0:
-            param = "presence_penalty" if self.presence_penalty != 0.0 else "frequency_penalty"
-            return param, f"{param} is not supported"
-        if self.logit_bias:
-            return "logit_bias", "logit_bias is not supported"
+        extra = self.model_extra or {}
+        for name, message in self.refused.items():
+            if extra.get(name):  # set to something other than its (falsy) default
+                return name, message
         return None
+
+    def vendor_extras(self) -> list[str]:
+        """Fields that are neither OpenAI's nor QMS's: accepted, not used."""
+        return sorted(set(self.model_extra or {}) - set(self.refused))
 
     @property
     def include_usage(self) -> bool:
@@ -159,9 +222,14 @@ class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     tools: list[Any] | None = None
     modalities: list[Literal["text", "audio"]] | None = None
     audio: AudioOutput | None = None
+    # Not OpenAI's but what every Qwen server takes (vLLM, SGLang, transformers serve).
+    chat_template_kwargs: dict[StrictStr, Any] | None = None
+
+    refused: ClassVar[dict[str, str]] = {**REFUSED_COMMON, **REFUSED_CHAT}
 
     @property
     def has_media(self) -> bool:
@@ -172,11 +240,14 @@ class ChatCompletionRequest(GenerationRequest):
         return self.modalities is not None and "audio" in self.modalities
 
     def unsupported(self) -> tuple[str, str] | None:
-        if self.logprobs:
-            return "logprobs", "logprobs are not supported"
+        if self.top_logprobs and not self.logprobs:
+            return "top_logprobs", "top_logprobs needs logprobs: true"
         if self.tools:
             return "tools", "tools are not supported"
         return super().unsupported()
+
+    def logprobs_wanted(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     default_max_tokens: ClassVar[int | None] = None  # up to the context length
 
@@ -189,21 +260,21 @@ PromptType = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt
 
 class CompletionRequest(GenerationRequest):
     prompt: PromptType
-    logprobs: StrictInt | None = None
+    logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: StrictBool = False
-    suffix: StrictStr | None = None
     best_of: StrictInt | None = None
 
+    refused: ClassVar[dict[str, str]] = {**REFUSED_COMMON, **REFUSED_COMPLETION}
+
     def unsupported(self) -> tuple[str, str] | None:
-        if self.logprobs is not None:
-            return "logprobs", "logprobs are not supported"
         if self.echo:
             return "echo", "echo is not supported"
-        if self.suffix:
-            return "suffix", "suffix is not supported"
         if self.best_of is not None and self.best_of != self.n:
             return "best_of", "best_of other than n is not supported"
         return super().unsupported()
+
+    def logprobs_wanted(self) -> int | None:
+        return self.logprobs
 
     default_max_tokens: ClassVar[int | None] = 16  # OpenAI's default for completions
 

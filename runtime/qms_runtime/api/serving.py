@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from qms_runtime.api.errors import APIError, bad_request, echo, error_body, to_api_error
 from qms_runtime.api.media_parts import parse_media
 from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from qms_runtime.api.request_params import log_vendor_extras, media_refused, sampling_params
 from qms_runtime.api.responses import (
     SSE_DONE,
     ChoiceResult,
@@ -35,7 +36,7 @@ from qms_runtime.engine.textstream import IncrementalDecoder, StopChecker
 from qms_runtime.media.decode import wav_bytes
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.types import GenerationBackend, Prompt, SamplingParams
+from qms_runtime.types import GenerationBackend, GrammarSpec, Prompt, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class TextModel:
     tokenizer: Any
     max_model_len: int
     vocab_size: int
+    generation_defaults: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    grammars: Any = None  # engine/grammar.Grammars: checks response_format at the edge
 
 
 class OpenAIServing:
@@ -99,6 +102,8 @@ class OpenAIServing:
         self._tokenizer = model.tokenizer
         self._max_len = model.max_model_len
         self._vocab = model.vocab_size
+        self._defaults = model.generation_defaults
+        self._grammars = model.grammars
         # Prompts and answers may hold personal data: logged only when asked for.
         self._log_text = settings is not None and settings.log_prompts
 
@@ -136,6 +141,13 @@ class OpenAIServing:
             raise bad_request(f"the processor refused the media: {exc}", "messages") from exc
         prompt = [int(t) for t in inputs["input_ids"][0].tolist()]
         prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
+        refused = media_refused(prepared.params)
+        if refused is not None:
+            raise bad_request(
+                f"{refused} is not supported with image, audio or video input",
+                refused,
+                code="unsupported_parameter",
+            )
         return dataclasses.replace(prepared, media_inputs=inputs, voice=voice)
 
     def _check_speech(self, body: ChatCompletionRequest, media: OmniMedia) -> str:
@@ -200,6 +212,18 @@ class OpenAIServing:
         refused = body.unsupported()
         if refused is not None:
             raise bad_request(refused[1], refused[0], code="unsupported_parameter")
+        log_vendor_extras(body.vendor_extras())
+
+    def _check_grammar(self, spec: GrammarSpec) -> None:
+        if self._grammars is None:
+            return
+        param = "tools" if spec.kind == "tool_calls" else "response_format"
+        try:
+            self._grammars.check(spec, param)
+        except ValueError as exc:
+            raise bad_request(
+                str(getattr(exc, "message", exc)), getattr(exc, "param", param)
+            ) from exc
 
     def _prepare(
         self,
@@ -229,13 +253,9 @@ class OpenAIServing:
                 "max_tokens",
                 code="context_length_exceeded",
             )
-        params = SamplingParams(
-            max_new_tokens=requested,
-            temperature=_temperature(body.temperature),
-            top_p=float(body.top_p),
-            ignore_eos=body.ignore_eos,
-            seed=body.seed,
-        )
+        params = sampling_params(body, requested, self._defaults, self._vocab)
+        if params.grammar is not None:
+            self._check_grammar(params.grammar)
         meta = ResponseMeta(
             kind, response_id, int(time.time()), self.model_name, body.return_token_ids
         )
@@ -355,15 +375,6 @@ class OpenAIServing:
 
     def _decode(self, token_ids: list[int]) -> str:
         return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
-
-
-# Like vLLM's _SAMPLING_EPS: a lower temperature samples as greedy. Logits are float32,
-# where dividing by 1e-300 overflows to inf and sampling fails for the whole batch.
-SAMPLING_EPS = 1e-5
-
-
-def _temperature(value: float) -> float:
-    return 0.0 if value < SAMPLING_EPS else float(value)
 
 
 _DONE = object()

@@ -9,11 +9,13 @@ own thread and calls our per-request handler on the event loop. What it leaves t
 - `cancel_request` sends no final event: `_drop()` removes the handler and the stream
   itself, so a client that goes away frees its batch slot at the next step.
 
-Sampling parameters are per request (`per_request_processors`, sampling.py). Seeded
-requests (OpenAI `seed`) are made one-hot by a last processor that picks their token by
-Gumbel-max with noise of their own (compat.use_seeded_sampling), so their tokens do not
-depend on what else is in the batch. What the manager does not offer publicly is reached
-through compat.py only.
+Temperature, top-k and top-p are per request (`per_request_processors`, sampling.py).
+What transformers has no per-request processor for (penalties, logit_bias, min_tokens,
+min_p, grammars, log-probabilities) and seeded sampling (OpenAI `seed`: picked by
+Gumbel-max with noise of the sequence's own, so its tokens do not depend on what else
+is in the batch) are QMS's per-sequence controls (engine/controls.py), run by a first and
+a last processor (compat.use_sequence_controls). What the manager does not offer
+publicly is reached through compat.py only.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from qms_runtime import compat
-from qms_runtime.engine.sampling import cb_request_kwargs, seeded_rows
+from qms_runtime.engine import controls as seq_controls
+from qms_runtime.engine.sampling import cb_request_kwargs, choice_seed
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.models.loading import LoadedModel
 from qms_runtime.settings import RuntimeSettings
@@ -80,6 +83,8 @@ class Engine:
         self.steps = 0  # batch steps so far (the batching thread counts them)
         self._stepped = threading.Condition()
         self._paused_at = 0  # `steps` when the last pause ended
+        self._controls: dict[int, seq_controls.SequenceControls] = {}
+        self.grammars: Any = None  # engine/grammar.Grammars, made on first use
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -125,12 +130,46 @@ class Engine:
         )
         compat.check_manager(manager)
         compat.use_fast_warpers(manager)
-        compat.use_seeded_sampling(manager, seeded_rows)
+        compat.use_sequence_controls(
+            manager, self._controls.get, self._adjust_rows, self._pick_rows
+        )
         compat.on_each_step(manager, self._stepped_once)
         manager.start()
         self._manager = manager
         self._metrics.bind_engine_gauges(self.running, self.waiting, self.kv_cache_usage)
         log.info("continuous batching started: %s", cb_kwargs)
+
+    @staticmethod
+    def _adjust_rows(rows: list[tuple[Any, int]], scores: Any) -> Any:
+        return seq_controls.adjust([seq_controls.Row(c, pos) for c, pos in rows], scores)
+
+    @staticmethod
+    def _pick_rows(rows: list[tuple[Any, int]], scores: Any) -> Any:
+        return seq_controls.pick([seq_controls.Row(c, pos) for c, pos in rows], scores)
+
+    def controls_for(
+        self, prompt_ids: list[int], params: SamplingParams, choice: int
+    ) -> seq_controls.SequenceControls | None:
+        """The per-sequence controls a sequence needs, or None (plain sampling)."""
+        seeded = params.seed is not None and not params.greedy
+        if not (params.controlled or seeded):
+            return None
+        stream = choice_seed(params.seed, choice) if seeded and params.seed is not None else None
+        eos = () if params.ignore_eos else self.loaded.eos_token_ids
+        matcher = None
+        if params.grammar is not None:
+            matcher = self.grammar_compiler().matcher(params.grammar)
+        return seq_controls.SequenceControls(
+            params, prompt_ids, stream, eos + params.stop_token_ids, matcher
+        )
+
+    def grammar_compiler(self) -> Any:
+        if self.grammars is None:
+            from qms_runtime.engine.grammar import Grammars
+
+            loaded = self.loaded
+            self.grammars = Grammars(loaded.tokenizer, loaded.vocab_size, loaded.eos_token_ids)
+        return self.grammars
 
     def _stepped_once(self, batch_size: int) -> None:
         """After every batch step (the batching thread)."""
@@ -226,9 +265,17 @@ class Engine:
         manager = self._manager
         if manager is None or not self.alive:
             raise EngineUnavailable("the batching loop is not running")
-        request_id = f"seq-{next(self._ids)}"
+        key = next(self._ids)
+        request_id = f"seq-{key}"
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._streams[request_id] = queue
+        controls = self.controls_for(prompt_ids, params, choice)
+        kwargs = cb_request_kwargs(params, self.loaded.vocab_size)
+        if controls is not None:
+            self._controls[key] = controls
+            kwargs["qms_sequence"] = key
+        eos: list[int] = [] if params.ignore_eos else list(self.loaded.eos_token_ids)
+        eos += [t for t in params.stop_token_ids if t not in eos]
         manager.register_result_handler(request_id, queue.put_nowait)  # before add_request
         finished = False
         try:
@@ -237,8 +284,8 @@ class Engine:
                 request_id=request_id,
                 max_new_tokens=params.max_new_tokens,
                 streaming=True,
-                eos_token_id=-1 if params.ignore_eos else list(self.loaded.eos_token_ids),
-                **cb_request_kwargs(params, choice, self.loaded.vocab_size),
+                eos_token_id=eos or -1,
+                **kwargs,
             )
             if added is None:
                 raise EngineUnavailable("the batching loop is stopping")
@@ -251,9 +298,12 @@ class Engine:
                     raise GenerationFailed(output.error or "generation failed")
                 generated = output.generated_tokens
                 finished = bool(output.is_finished())
-                yield TokenChunk(list(generated[seen:]), finished)  # events are cumulative
+                new = list(generated[seen:])  # events are cumulative
+                logprobs = controls.take_logprobs(seen, len(new)) if controls else None
+                yield TokenChunk(new, finished, logprobs)
                 seen = len(generated)
         finally:
+            self._controls.pop(key, None)
             self._drop(request_id, cancel=not finished)
 
     def _drop(self, request_id: str, cancel: bool) -> None:

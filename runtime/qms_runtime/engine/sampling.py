@@ -21,18 +21,17 @@ if TYPE_CHECKING:
     from transformers import LogitsProcessorList
 
 
-def cb_request_kwargs(params: SamplingParams, choice: int, vocab_size: int) -> dict[str, Any]:
-    """Per-request logits-processor arguments of a continuous-batching request."""
+def cb_request_kwargs(params: SamplingParams, vocab_size: int) -> dict[str, Any]:
+    """Per-request logits-processor arguments of a continuous-batching request (the
+    rest of its sampling is in its per-sequence controls: engine/controls.py)."""
     if params.greedy:
         return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
-    kwargs: dict[str, Any] = {
+    top_k = params.top_k if 0 < params.top_k < vocab_size else vocab_size
+    return {
         "temperature": float(params.temperature),
-        "top_k": int(vocab_size),
+        "top_k": int(top_k),
         "top_p": float(params.top_p),
     }
-    if params.seed is not None:
-        kwargs["seed"] = choice_seed(params.seed, choice)  # compat.use_seeded_sampling
-    return kwargs
 
 
 def generate_kwargs(
@@ -91,13 +90,6 @@ def seeded_pick(scores: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     picked = (scores + noise).argmax(dim=-1, keepdim=True)
     kept = scores.gather(-1, picked)
     return torch.full_like(scores, -math.inf).scatter_(-1, picked, kept)
-
-
-def seeded_rows(scores: torch.Tensor, seeds: list[tuple[int, int]]) -> torch.Tensor:
-    """Rows of a batch's scores, one per (seed, position), picked by Gumbel-max."""
-    vocab, device = scores.size(-1), scores.device
-    noise = torch.stack([gumbel_noise(seed, pos, vocab, device) for seed, pos in seeds])
-    return seeded_pick(scores, noise)
 
 
 def seeded_logits_processors(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,30 @@ class LoadedModel:
     vocab_size: int
     processor: Any = None  # Qwen3-Omni: the media processor (engine/media_runner.py)
     speech_model: Any = None  # Qwen3-Omni with audio_output: the full model (talker, code2wav)
+    generation_defaults: dict[str, float] = field(default_factory=dict)  # generation_config.json
+
+
+# The keys of generation_config.json that are defaults of a request's sampling.
+DEFAULT_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+def generation_defaults(model_dir: Path) -> dict[str, float]:
+    """The sampling defaults the model ships in generation_config.json (only the keys it
+    sets: transformers' GenerationConfig fills library defaults, e.g. top_k 50, in)."""
+    path = model_dir / "generation_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        log.warning("%s is not readable JSON (%s): OpenAI's sampling defaults apply", path, exc)
+        return {}
+    defaults: dict[str, float] = {}
+    for key in DEFAULT_KEYS:
+        value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            defaults[key] = float(value)
+    if isinstance(config, dict) and config.get("do_sample") is False:
+        defaults["temperature"] = 0.0  # the model asks for greedy decoding
+    return defaults
 
 
 def read_model_type(model_dir: Path) -> str:
@@ -183,6 +207,7 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         vocab_size=int(text_config.vocab_size),
         processor=processor,
         speech_model=speech_model,
+        generation_defaults=generation_defaults(model_dir) if settings.model_defaults else {},
     )
 
 

@@ -1,0 +1,106 @@
+"""From a request body to the `SamplingParams` of its sequences.
+
+Sampling fields the request omits take the model's own defaults (its
+generation_config.json: temperature, top_p, top_k, min_p, repetition_penalty, as
+Qwen ships them; models/loading.py reads them), else OpenAI's. Token ids in
+`logit_bias` and `stop_token_ids` are checked against the vocabulary; `response_format`
+becomes a grammar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from qms_runtime.api.errors import bad_request
+from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, ResponseFormat
+from qms_runtime.types import GrammarSpec, SamplingParams
+
+log = logging.getLogger(__name__)
+
+# Like vLLM's _SAMPLING_EPS: a lower temperature samples as greedy. Logits are float32,
+# where dividing by 1e-300 overflows to inf and sampling fails for the whole batch.
+SAMPLING_EPS = 1e-5
+
+_logged_extras: set[str] = set()
+
+
+def log_vendor_extras(names: list[str]) -> None:
+    """Log, once per name per process, a field that is not OpenAI's nor QMS's."""
+    for name in names:
+        if name not in _logged_extras and len(_logged_extras) < 256:
+            _logged_extras.add(name)
+            log.warning("request field %r is not supported and was ignored", name[:64])
+
+
+def sampling_params(
+    body: ChatCompletionRequest | CompletionRequest,
+    max_new_tokens: int,
+    defaults: Mapping[str, float],
+    vocab: int,
+) -> SamplingParams:
+    def pick(value: float | int | None, key: str, fallback: float) -> float:
+        return float(value) if value is not None else float(defaults.get(key, fallback))
+
+    temperature = pick(body.temperature, "temperature", 1.0)
+    top_k = int(pick(body.top_k, "top_k", 0))
+    return SamplingParams(
+        max_new_tokens=max_new_tokens,
+        temperature=0.0 if temperature < SAMPLING_EPS else temperature,
+        top_p=pick(body.top_p, "top_p", 1.0),
+        ignore_eos=body.ignore_eos,
+        seed=body.seed,
+        top_k=max(0, top_k),
+        min_p=pick(body.min_p, "min_p", 0.0),
+        repetition_penalty=pick(body.repetition_penalty, "repetition_penalty", 1.0),
+        presence_penalty=float(body.presence_penalty),
+        frequency_penalty=float(body.frequency_penalty),
+        min_tokens=min(body.min_tokens, max_new_tokens),
+        stop_token_ids=_token_ids(body.stop_token_ids or [], vocab, "stop_token_ids"),
+        logit_bias=_bias(body.logit_bias or {}, vocab),
+        logprobs=body.logprobs_wanted(),
+        grammar=grammar_of(body.response_format),
+    )
+
+
+def _token_ids(ids: list[int], vocab: int, param: str) -> tuple[int, ...]:
+    for token in ids:
+        if not 0 <= token < vocab:
+            raise bad_request(f"{param}: token id {token} is not in [0, {vocab})", param)
+    return tuple(dict.fromkeys(ids))
+
+
+def _bias(bias: Mapping[str, float], vocab: int) -> tuple[tuple[int, float], ...]:
+    ids = _token_ids([int(key) for key in bias], vocab, "logit_bias")
+    return tuple((token, float(bias[str(token)])) for token in ids)
+
+
+def grammar_of(response_format: ResponseFormat | None) -> GrammarSpec | None:
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return GrammarSpec("json_object")
+    spec = response_format.json_schema
+    if spec is None or not spec.schema_:
+        raise bad_request(
+            "response_format json_schema needs json_schema.schema", "response_format.json_schema"
+        )
+    return GrammarSpec("json_schema", json.dumps(spec.schema_))
+
+
+def media_refused(params: SamplingParams) -> str | None:
+    """The first parameter the media path (plain `generate`) does not do, or None."""
+    checks = (
+        ("response_format", params.grammar is not None),
+        ("logprobs", params.logprobs is not None),
+        ("logit_bias", bool(params.logit_bias)),
+        ("presence_penalty", bool(params.presence_penalty)),
+        ("frequency_penalty", bool(params.frequency_penalty)),
+        ("repetition_penalty", params.repetition_penalty != 1.0),
+        ("min_p", bool(params.min_p)),
+        ("min_tokens", bool(params.min_tokens)),
+        ("stop_token_ids", bool(params.stop_token_ids)),
+        ("top_k", bool(params.top_k)),
+    )
+    return next((name for name, used in checks if used), None)
