@@ -158,6 +158,7 @@ def _omni_media(
         metrics,
         processor_kwargs(settings),
         pause=functools.partial(engine.pause, settings.media_step_interval),
+        controls_for=engine.controls_for,
     )
 
 

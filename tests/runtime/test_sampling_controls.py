@@ -189,3 +189,32 @@ def _penalised_references(
             )
         references.append(out[0, len(prompt) :].tolist())
     return references
+
+
+@pytest.mark.parametrize("server", ["qwen3_omni_moe"], indirect=True)
+def test_media_requests_run_the_same_controls(server: tuple[str, Path, RuntimeServer]) -> None:
+    """On Qwen3-Omni an image request runs plain `generate` with the batch's controls:
+    logit_bias, stop_token_ids and min_tokens act there too; logprobs is refused."""
+    _, model_dir, srv = server
+    from media_support import chat, image_part, png
+
+    def ask(**fields: Any) -> tuple[int, dict[str, Any]]:
+        body = chat([image_part(png(32, 32)), {"type": "text", "text": "What is it?"}], **fields)
+        body.update(model="tiny", max_tokens=MAX, temperature=0, return_token_ids=True)
+        response = httpx.post(f"{srv.base_url}/v1/chat/completions", json=body, timeout=120)
+        return response.status_code, response.json()
+
+    status, forced = ask(ignore_eos=True, logit_bias={"77": 100})
+    assert (status, forced["choices"][0]["token_ids"]) == (200, [77] * MAX)
+    status, plain = ask(ignore_eos=True)
+    stop = plain["choices"][0]["token_ids"][2]
+    status, stopped = ask(ignore_eos=True, stop_token_ids=[stop])
+    ids = plain["choices"][0]["token_ids"]
+    assert stopped["choices"][0]["token_ids"] == ids[: ids.index(stop) + 1]
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    eos = _eos_ids(model_dir)[0]
+    status, held = ask(logit_bias={str(eos): 100}, min_tokens=4)
+    assert held["choices"][0]["token_ids"] == [*held["choices"][0]["token_ids"][:4], eos]
+    assert eos not in held["choices"][0]["token_ids"][:4]
+    status, refused = ask(logprobs=True)
+    assert (status, refused["error"]["param"]) == (400, "logprobs")

@@ -89,11 +89,16 @@ def grammar_of(response_format: ResponseFormat | None) -> GrammarSpec | None:
     return GrammarSpec("json_schema", json.dumps(spec.schema_))
 
 
-def media_refused(params: SamplingParams) -> str | None:
-    """The first parameter the media path (plain `generate`) does not do, or None."""
+def media_refused(params: SamplingParams, speech: bool) -> str | None:
+    """The first parameter the media path does not do, or None: log-probabilities (its
+    `generate()` runs the same controls but does not hand them back yet), and with speech
+    out (the full model's `generate`) every per-sequence control."""
+    if params.logprobs is not None:
+        return "logprobs"
+    if not speech:
+        return None
     checks = (
         ("response_format", params.grammar is not None),
-        ("logprobs", params.logprobs is not None),
         ("logit_bias", bool(params.logit_bias)),
         ("presence_penalty", bool(params.presence_penalty)),
         ("frequency_penalty", bool(params.frequency_penalty)),

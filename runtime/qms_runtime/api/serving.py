@@ -141,10 +141,10 @@ class OpenAIServing:
             raise bad_request(f"the processor refused the media: {exc}", "messages") from exc
         prompt = [int(t) for t in inputs["input_ids"][0].tolist()]
         prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
-        refused = media_refused(prepared.params)
+        refused = media_refused(prepared.params, speech=voice is not None)
         if refused is not None:
             raise bad_request(
-                f"{refused} is not supported with image, audio or video input",
+                f"{refused} is not supported with " + ("audio output" if voice else "media input"),
                 refused,
                 code="unsupported_parameter",
             )

@@ -196,3 +196,42 @@ def _logprob(raw: torch.Tensor, token: int, top: int) -> TokenLogprob:
         values, ids = torch.topk(raw, min(top, MAX_TOP_LOGPROBS, raw.numel()))
         alternatives = tuple(zip(ids.tolist(), values.tolist(), strict=True))
     return TokenLogprob(token, float(raw[token]), alternatives)
+
+
+def generate_kwargs_with(kwargs: dict[str, Any], controls: SequenceControls) -> dict[str, Any]:
+    """Plain `generate()` arguments (sampling.generate_kwargs) turned into the same
+    controls as in the batch: adjust, temperature, top-k, top-p, pick; then greedy
+    decoding takes the one-hot row. One sequence per `generate()` (the media runner)."""
+    from transformers import (
+        LogitsProcessor,
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    class Step(LogitsProcessor):
+        def __init__(self, step: Any) -> None:
+            self.step = step
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            rows = [Row(controls, int(input_ids.size(-1)))]
+            result: torch.Tensor = self.step(rows, scores)
+            return result
+
+    p = controls.params
+    processors: list[LogitsProcessor] = [Step(adjust)]
+    if not p.greedy:
+        if p.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(p.temperature))
+        if p.top_k:
+            processors.append(TopKLogitsWarper(p.top_k))
+        if p.top_p < 1.0:
+            processors.append(TopPLogitsWarper(p.top_p))
+    processors.append(Step(pick))
+    plain = {k: v for k, v in kwargs.items() if k not in ("temperature", "top_p", "top_k")}
+    return {
+        **plain,
+        "do_sample": False,
+        "logits_processor": LogitsProcessorList(processors),
+    }

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from qms_runtime import compat
+from qms_runtime.engine.controls import generate_kwargs_with
 from qms_runtime.engine.generation import SequenceObserver, finish_reason
 from qms_runtime.engine.sampling import generate_kwargs
 from qms_runtime.media.decode import MediaInputs
@@ -99,8 +100,10 @@ class OmniMedia:
         metrics: RuntimeMetrics,
         call_kwargs: dict[str, Any] | None = None,
         pause: Callable[[], AbstractContextManager[None]] | None = None,
+        controls_for: Callable[[list[int], SamplingParams, int], Any] | None = None,
     ) -> None:
         self.processor = processor
+        self._controls_for = controls_for  # Engine.controls_for: the batch's own controls
         self._call_kwargs = call_kwargs or {}
         self._thinker = thinker
         self._owner = owner  # the full model with talker + code2wav; None: no speech out
@@ -149,11 +152,17 @@ class OmniMedia:
         from transformers import StoppingCriteriaList
 
         device = self._thinker.device
+        kwargs = generate_kwargs(params, self._eos, choice=choice)
+        if self._controls_for is not None:
+            prompt = [int(t) for t in inputs["input_ids"][0].tolist()]
+            controls = self._controls_for(prompt, params, choice)
+            if controls is not None:
+                kwargs = generate_kwargs_with(kwargs, controls)
         try:
             with torch.inference_mode():
                 self._thinker.generate(
                     **inputs.to(device),
-                    **generate_kwargs(params, self._eos, choice=choice),
+                    **kwargs,
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([stop]),
                 )

@@ -39,9 +39,11 @@ def generate_kwargs(
 ) -> dict[str, Any]:
     """`generate()` arguments with the same sampling as the batch (seeded requests get
     the same Gumbel-max noise); `prefix` "thinker_" for the Omni model's speech path."""
+    eos = [] if params.ignore_eos else list(eos_token_ids)
+    eos += [t for t in params.stop_token_ids if t not in eos]
     kwargs: dict[str, Any] = {
         "max_new_tokens": params.max_new_tokens,
-        "eos_token_id": list(eos_token_ids),
+        "eos_token_id": eos or list(eos_token_ids),
         "do_sample": not params.greedy,
     }
     if not params.greedy and params.seed is not None:
@@ -52,8 +54,8 @@ def generate_kwargs(
             ),
         )
     elif not params.greedy:
-        kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-    if params.ignore_eos:
+        kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+    if params.ignore_eos and not params.stop_token_ids:  # then no id may end it
         kwargs["min_new_tokens"] = params.max_new_tokens
     return {prefix + key: value for key, value in kwargs.items()}
 
