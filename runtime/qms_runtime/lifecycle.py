@@ -124,6 +124,7 @@ class ServerState:
                     loaded.max_model_len,
                     loaded.vocab_size,
                     loaded.generation_defaults,
+                    engine.grammar_compiler(),
                 ),
                 settings.model_name,
                 self.metrics,
