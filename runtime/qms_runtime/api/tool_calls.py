@@ -63,9 +63,7 @@ def parse_block(body: str) -> tuple[str, str] | None:
     return value["name"], json.dumps(arguments, ensure_ascii=False)
 
 
-def parse_tool_calls(
-    text: str, new_id: Callable[[], str] = new_call_id
-) -> ParsedToolCalls:
+def parse_tool_calls(text: str, new_id: Callable[[], str] = new_call_id) -> ParsedToolCalls:
     segments: list[str] = []  # the text between valid calls (broken blocks included)
     calls: list[ToolCall] = []
     current = ""
@@ -167,6 +165,8 @@ class ToolCallStream:
         index = len(self.calls)
         self.calls.append(call)
         self._pending, self._segment_has_text = "", False
-        first = {"name": call.name, "arguments": ""}
-        out.tool_calls.append({"index": index, "id": call.id, "type": "function", "function": first})
+        named = {"name": call.name, "arguments": ""}
+        out.tool_calls.append(
+            {"index": index, "id": call.id, "type": "function", "function": named}
+        )
         out.tool_calls.append({"index": index, "function": {"arguments": call.arguments}})

@@ -18,7 +18,14 @@ IM_END = "<|im_end|>"
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
 # Added but not special, as in Qwen3's tokenizer: decoding with skip_special_tokens keeps
 # them, so the API can parse tool calls and thinking out of the decoded text.
-MARKUP_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>")  # fmt: skip
+MARKUP_TOKENS = (
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+)
 
 # How a message's content is written: a string as it is, content parts (the Omni
 # template) as their text and media placeholders in order.
@@ -45,7 +52,8 @@ _TEMPLATE = (
     "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
     "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and '"
     " + 'arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n'"
-    " + '{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
+    ' + \'{"name": <function-name>, "arguments": <args-json-object>}\\n\''
+    " + '</tool_call><|im_end|>\\n' }}"
     "{%- endif %}"
     "{%- for message in messages %}"
     "{%- set role = message['role'] %}"
