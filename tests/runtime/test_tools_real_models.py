@@ -25,10 +25,13 @@ MAX_TOKENS = 24
 
 @pytest.fixture(scope="module", params=ARCHS)
 def arch_server(
-    request: pytest.FixtureRequest, tiny_model: Any, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Path, RuntimeServer]]:
-    arch: str = request.param
-    model_dir: Path = tiny_model(arch)
+    from qms_runtime.tools.tiny_model import write_tiny_model
+
+    arch = request.param
+    # The tools preamble alone is ~500 tokens of the tiny tokenizer: a longer context.
+    model_dir = write_tiny_model(tmp_path_factory.mktemp(f"model-{arch}"), arch, max_positions=2048)
     server = start_server(
         model_dir, tmp_path_factory.mktemp(f"tools-{arch}"), served_model_name=SERVED
     )
