@@ -383,8 +383,9 @@ VALUES = st.recursive(
 )
 FIELDS = ["model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
           "stream", "stream_options", "stop", "seed", "user", "logprobs", "logit_bias", "tools", "echo",
-          "ignore_eos", "return_token_ids", "modalities", "audio", "best_of", "suffix"]  # fmt: skip
-MESSAGE_FIELDS = ["role", "content", "name"]
+          "ignore_eos", "return_token_ids", "modalities", "audio", "best_of", "suffix", "tool_choice",
+          "parallel_tool_calls", "chat_template_kwargs"]  # fmt: skip
+MESSAGE_FIELDS = ["role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content"]
 DEEP = "__deep__"
 
 

@@ -53,7 +53,7 @@ def template_kwargs(body: ChatCompletionRequest, apply: Any) -> dict[str, Any]:
     """`tools` and the client's `chat_template_kwargs`, which may not override an argument
     of `apply_chat_template` itself (messages, tokenize, chat_template, ...)."""
     kwargs = dict(body.chat_template_kwargs or {})
-    reserved = set(inspect.signature(apply).parameters) | {"tools", "messages", "kwargs"}
+    reserved = set(inspect.signature(apply).parameters) | {"self", "tools", "messages"}
     for key in kwargs:
         if key in reserved:
             raise bad_request(

@@ -15,6 +15,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
+
 from qms_runtime.api.chat_input import (
     chat_prompt,
     check_tool_choice,
@@ -139,6 +141,8 @@ class OpenAIServing:
             inputs = media.prepare(parse_media(body.messages, settings), kwargs)
         except ValueError as exc:  # the processor refuses what it cannot take (an extreme aspect)
             raise bad_request(f"the processor refused the media: {exc}", "messages") from exc
+        except jinja2.TemplateError as exc:  # the template rejects the conversation
+            raise bad_request(f"chat template failed: {exc}", "messages") from exc
         prompt = [int(t) for t in inputs["input_ids"][0].tolist()]
         prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
         params = dataclasses.replace(prepared.params, grammar=tool_grammar(body))
