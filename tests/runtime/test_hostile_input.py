@@ -413,6 +413,8 @@ def _at(body: dict[str, Any], draw: st.DrawFn) -> tuple[Any, Any]:
     messages = body.get("messages")
     if isinstance(messages, list) and messages and draw(st.booleans()):
         message = messages[0]
+        if not isinstance(message, dict):  # an earlier mutation replaced it
+            return messages, 0
         if isinstance(message.get("content"), list) and message["content"] and draw(st.booleans()):
             part = message["content"][0]
             return part, draw(st.sampled_from(["type", "text", "image_url", "input_audio"]))
