@@ -14,7 +14,8 @@ from typing import Any, Protocol
 class GrammarSpec:
     """What a sequence's output must match, enforced token by token (engine/grammar.py):
     `kind` "json_object" (any JSON object), "json_schema" (`source`: the schema as JSON
-    text) or "lark" (`source`: a llguidance Lark grammar, e.g. the tool-call grammar)."""
+    text), "tool_calls" (`source`: JSON `{"tools", "choice", "parallel"}`: Qwen3's
+    Hermes tool-call blocks, engine/grammar_source.py) or "lark" (a llguidance grammar)."""
 
     kind: str
     source: str = ""

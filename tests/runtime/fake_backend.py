@@ -51,6 +51,7 @@ class FakeBackend:
         self.capacity = capacity
         self.admitted = 0
         self.prompts: list[Prompt] = []  # every prompt it was given, in order
+        self.params: list[SamplingParams] = []  # and the sampling parameters with it
         self.cancelled = 0
 
     def admit(self, sequences: int) -> FakeAdmission:
@@ -65,6 +66,7 @@ class FakeBackend:
         self, prompt: Prompt, params: SamplingParams, choice: int
     ) -> AsyncGenerator[TokenChunk, None]:
         self.prompts.append(prompt)
+        self.params.append(params)
         answer: list[int] = []
         for token in self.script:
             if len(answer) == params.max_new_tokens:

@@ -17,6 +17,8 @@ MODEL = "tiny-qwen3"
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 USER = [{"role": "user", "content": "hi"}]
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,6 @@ CASES = [
     Case("top_logprobs without logprobs", CHAT, chat(top_logprobs=2), 400, "top_logprobs", "unsupported_parameter"),
     Case("top_logprobs over 20", CHAT, chat(logprobs=True, top_logprobs=21), 400, "top_logprobs"),
     Case("completion logprobs over 20", COMPLETIONS, completion(logprobs=21), 400, "logprobs"),
-    Case("tools unsupported", CHAT, chat(tools=[{"type": "function"}]), 400, "tools", "unsupported_parameter"),
     Case("penalty out of range", CHAT, chat(presence_penalty=2.5), 400, "presence_penalty"),
     Case("functions refused", CHAT, chat(functions=[{"name": "f"}]), 400, "functions", "unsupported_parameter"),
     Case("function_call refused", CHAT, chat(function_call="auto"), 400, "function_call", "unsupported_parameter"),
@@ -93,6 +94,18 @@ CASES = [
     Case("repetition_penalty zero", CHAT, chat(repetition_penalty=0), 400, "repetition_penalty"),
     Case("response_format unknown type", CHAT, chat(response_format={"type": "xml"}), 400, "response_format.type"),
     Case("json_schema without schema", CHAT, chat(response_format={"type": "json_schema", "json_schema": {"name": "x"}}), 400, "response_format.json_schema"),
+    Case("tool without function", CHAT, chat(tools=[{"type": "function"}]), 400, "tools.0.function"),
+    Case("tool of another type", CHAT, chat(tools=[TOOL, {"type": "custom", "custom": {"name": "x"}}]), 400, "tools.1.type"),
+    Case("tool name not a string", CHAT, chat(tools=[{"type": "function", "function": {"name": 3}}]), 400, "tools.0.function.name"),
+    Case("tool_choice names an unknown function", CHAT, chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "nope"}}), 400, "tool_choice"),
+    Case("tool_choice required without tools", CHAT, chat(tool_choice="required"), 400, "tool_choice"),
+    Case("tool_choice unknown word", CHAT, chat(tools=[TOOL], tool_choice="sometimes"), 400, "tool_choice"),
+    Case("parallel_tool_calls as text", CHAT, chat(tools=[TOOL], parallel_tool_calls="yes"), 400, "parallel_tool_calls"),
+    Case("chat_template_kwargs not an object", CHAT, chat(chat_template_kwargs=["enable_thinking"]), 400, "chat_template_kwargs"),
+    Case("chat_template_kwargs overriding tokenize", CHAT, chat(chat_template_kwargs={"tokenize": True}), 400, "chat_template_kwargs"),
+    Case("tool_calls on a user message", CHAT, chat(messages=[{"role": "user", "content": "hi", "tool_calls": [CALL]}]), 400, "messages.0.tool_calls"),
+    Case("tool call arguments not a string", CHAT, chat(messages=[*USER, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]}]), 400, "messages.1.tool_calls.0.function.arguments"),
+    Case("penalty unsupported", CHAT, chat(presence_penalty=1.0), 400, "presence_penalty", "unsupported_parameter"),
     Case("missing prompt", COMPLETIONS, {"model": MODEL}, 400, "prompt"),
     Case("empty prompt", COMPLETIONS, completion(prompt=""), 400, "prompt"),
     Case("token id out of vocab", COMPLETIONS, completion(prompt=[1, 10**6]), 400, "prompt"),

@@ -383,8 +383,9 @@ VALUES = st.recursive(
 )
 FIELDS = ["model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
           "stream", "stream_options", "stop", "seed", "user", "logprobs", "logit_bias", "tools", "echo",
-          "ignore_eos", "return_token_ids", "modalities", "audio", "best_of", "suffix"]  # fmt: skip
-MESSAGE_FIELDS = ["role", "content", "name"]
+          "ignore_eos", "return_token_ids", "modalities", "audio", "best_of", "suffix", "tool_choice",
+          "parallel_tool_calls", "chat_template_kwargs"]  # fmt: skip
+MESSAGE_FIELDS = ["role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content"]
 DEEP = "__deep__"
 
 
@@ -412,6 +413,8 @@ def _at(body: dict[str, Any], draw: st.DrawFn) -> tuple[Any, Any]:
     messages = body.get("messages")
     if isinstance(messages, list) and messages and draw(st.booleans()):
         message = messages[0]
+        if not isinstance(message, dict):  # an earlier mutation replaced it
+            return messages, 0
         if isinstance(message.get("content"), list) and message["content"] and draw(st.booleans()):
             part = message["content"][0]
             return part, draw(st.sampled_from(["type", "text", "image_url", "input_audio"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qms_runtime.api.chat_input import message_extras
 from qms_runtime.api.protocol import AudioPart, ChatMessage, ImagePart, TextPart, VideoURLPart
 from qms_runtime.media.decode import (
     MediaInputs,
@@ -32,7 +33,10 @@ def parse_media(messages: list[ChatMessage], settings: RuntimeSettings) -> Media
     result = MediaInputs()
     for m, message in enumerate(messages):
         if isinstance(message.content, str) or message.content is None:
-            result.messages.append({"role": message.role, "content": message.content or ""})
+            text = message.content or ""
+            result.messages.append(
+                {"role": message.role, "content": text, **message_extras(message)}
+            )
             continue
         parts: list[dict[str, Any]] = []
         for p, part in enumerate(message.content):
@@ -52,5 +56,5 @@ def parse_media(messages: list[ChatMessage], settings: RuntimeSettings) -> Media
             else:
                 result.videos.append(decode_video_frames(list(part.video), settings, param))
                 parts.append({"type": "video"})
-        result.messages.append({"role": message.role, "content": parts})
+        result.messages.append({"role": message.role, "content": parts, **message_extras(message)})
     return result

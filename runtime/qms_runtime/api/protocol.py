@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
 
 Number = Annotated[float, Field(strict=True)]
 MAX_N = 16
@@ -78,11 +87,38 @@ ContentPart = Annotated[
 MediaPart = ImagePart | AudioPart | VideoURLPart | VideoFramesPart
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr = Field(min_length=1)
+    arguments: StrictStr  # JSON text, as the model wrote it
+
+
+class ToolCallItem(BaseModel):
+    """An assistant message's earlier tool call, as a client sends it back."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: StrictStr | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[ContentPart] | None = None
     name: StrictStr | None = None
+    tool_calls: list[ToolCallItem] | None = None
+    tool_call_id: StrictStr | None = None
+    reasoning_content: StrictStr | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _check_tool_calls(
+        cls, value: list[ToolCallItem] | None, info: ValidationInfo
+    ) -> list[ToolCallItem] | None:
+        if value and info.data.get("role") != "assistant":
+            raise ValueError("only assistant messages have tool_calls")
+        return value
 
     def text(self) -> str:
         if self.content is None:
@@ -101,6 +137,38 @@ class AudioOutput(BaseModel):
     model_config = ConfigDict(extra="ignore")
     voice: StrictStr = "ethan"
     format: StrictStr = "wav"
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema
+    strict: StrictBool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]  # other tool types (custom, ...) are a 400 naming tools.N.type
+    function: FunctionDefinition
+
+    def template_entry(self) -> dict[str, Any]:
+        """What the chat template lists (and the tool-call grammar reads)."""
+        return {"type": "function", "function": self.function.model_dump(exclude_none=True)}
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class StreamOptions(BaseModel):
@@ -223,7 +291,9 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     logprobs: StrictBool | None = None
     top_logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
-    tools: list[Any] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None  # "auto" with tools, "none" without (OpenAI's)
+    parallel_tool_calls: StrictBool = True
     modalities: list[Literal["text", "audio"]] | None = None
     audio: AudioOutput | None = None
     # Not OpenAI's but what every Qwen server takes (vLLM, SGLang, transformers serve).
@@ -242,12 +312,15 @@ class ChatCompletionRequest(GenerationRequest):
     def unsupported(self) -> tuple[str, str] | None:
         if self.top_logprobs and not self.logprobs:
             return "top_logprobs", "top_logprobs needs logprobs: true"
-        if self.tools:
-            return "tools", "tools are not supported"
         return super().unsupported()
 
     def logprobs_wanted(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
+
+    @property
+    def active_tools(self) -> list[Tool]:
+        """The tools the prompt lists and the output is parsed for (none with "none")."""
+        return list(self.tools or []) if self.tool_choice != "none" else []
 
     default_max_tokens: ClassVar[int | None] = None  # up to the context length
 

@@ -16,6 +16,8 @@ class ChoiceResult:
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     audio: dict[str, Any] | None = None  # speech out: {id, data (base64 WAV), transcript, ...}
+    # Parsed out of `text` (api/chat_output.py): content, reasoning_content, tool_calls.
+    message: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ def _choice(meta: ResponseMeta, choice: ChoiceResult) -> dict[str, Any]:
     body: dict[str, Any] = {"index": choice.index}
     if meta.kind == "chat":
         body["message"] = {"role": "assistant", "content": choice.text}
+        if choice.message is not None:
+            body["message"].update(choice.message)
         if choice.audio is not None:
             body["message"]["audio"] = choice.audio
     else:
@@ -82,12 +86,15 @@ def delta_chunk(
     token_ids: list[int],
     finish_reason: str | None,
     first: bool = False,
+    fields: dict[str, Any] | None = None,
 ) -> str:
+    """`fields`: more of a chat delta (reasoning_content, tool_calls)."""
     choice: dict[str, Any] = {"index": index}
     if meta.kind == "chat":
         delta: dict[str, Any] = {"role": "assistant"} if first else {}
         if text or first:
             delta["content"] = text
+        delta.update(fields or {})
         choice["delta"] = delta
     else:
         choice["text"] = text

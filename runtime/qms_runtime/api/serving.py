@@ -6,7 +6,6 @@ only for media and speech. API tests can hand it a fake backend."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import logging
@@ -16,7 +15,24 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
+
+from qms_runtime.api.chat_input import (
+    chat_prompt,
+    check_tool_choice,
+    output_parsing,
+    template_kwargs,
+    tool_grammar,
+)
+from qms_runtime.api.chat_output import (
+    NO_PARSING,
+    ChatStream,
+    OutputParsing,
+    finish_reason,
+    parse_message,
+)
 from qms_runtime.api.errors import APIError, bad_request, echo, error_body, to_api_error
+from qms_runtime.api.interleave import ChoiceDelta, merge
 from qms_runtime.api.media_parts import parse_media
 from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
 from qms_runtime.api.request_params import log_vendor_extras, media_refused, sampling_params
@@ -53,6 +69,7 @@ class PreparedRequest:
     arrival: float
     media_inputs: Any = None  # processor inputs: runs on the media path, not in the CB batch
     voice: str | None = None  # speech out with this voice
+    parsing: OutputParsing = NO_PARSING  # chat: reasoning and tool calls parsed out
 
     @property
     def sequences(self) -> int:
@@ -61,14 +78,6 @@ class PreparedRequest:
     @property
     def prompt_tokens(self) -> int:
         return sum(len(prompt) for prompt in self.prompts)
-
-
-@dataclass(frozen=True)
-class ChoiceDelta:
-    index: int
-    text: str
-    token_ids: list[int]
-    finish_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -114,15 +123,26 @@ class OpenAIServing:
             raise bad_request("this model has no chat template; use /v1/completions", "messages")
         if body.has_media or body.wants_audio:
             return self._prepare_omni(body, request_id)
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        try:
-            text = self._tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
+        chat = chat_prompt(self._tokenizer, body)
+        prompt = self._encode(chat.text, "messages", add_special_tokens=False)
+        prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
+        params = self._with_tool_grammar(prepared.params, chat.grammar)
+        return dataclasses.replace(prepared, params=params, parsing=chat.parsing)
+
+    def _with_tool_grammar(
+        self, params: SamplingParams, grammar: GrammarSpec | None
+    ) -> SamplingParams:
+        """tool_choice required / a named function: the tool-call grammar (checked)."""
+        if grammar is None:
+            return params
+        if params.grammar is not None:
+            raise bad_request(
+                "response_format cannot be combined with tool_choice required or a named "
+                "function: the output is the tool call",
+                "response_format",
             )
-        except Exception as exc:  # a template may reject a conversation (jinja raise)
-            raise bad_request(f"chat template failed: {exc}", "messages") from exc
-        prompt = self._encode(text, "messages", add_special_tokens=False)
-        return self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
+        self._check_grammar(grammar)
+        return dataclasses.replace(params, grammar=grammar)
 
     def _prepare_omni(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
         """Media and/or speech out (CPU work: call it off the event loop)."""
@@ -135,20 +155,28 @@ class OpenAIServing:
                 code="unsupported_media",
             )
         voice = self._check_speech(body, media) if body.wants_audio else None
+        check_tool_choice(body)
+        kwargs = template_kwargs(body, media.processor.tokenizer.apply_chat_template)
         try:
-            inputs = media.prepare(parse_media(body.messages, settings))
+            inputs = media.prepare(parse_media(body.messages, settings), kwargs)
         except ValueError as exc:  # the processor refuses what it cannot take (an extreme aspect)
             raise bad_request(f"the processor refused the media: {exc}", "messages") from exc
+        except jinja2.TemplateError as exc:  # the template rejects the conversation
+            raise bad_request(f"chat template failed: {exc}", "messages") from exc
         prompt = [int(t) for t in inputs["input_ids"][0].tolist()]
         prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
-        refused = media_refused(prepared.params, speech=voice is not None)
+        params = self._with_tool_grammar(prepared.params, tool_grammar(body))
+        refused = media_refused(params, speech=voice is not None)
         if refused is not None:
             raise bad_request(
                 f"{refused} is not supported with " + ("audio output" if voice else "media input"),
                 refused,
                 code="unsupported_parameter",
             )
-        return dataclasses.replace(prepared, media_inputs=inputs, voice=voice)
+        parsing = output_parsing(body, self._decode(prompt))
+        return dataclasses.replace(
+            prepared, media_inputs=inputs, voice=voice, params=params, parsing=parsing
+        )
 
     def _check_speech(self, body: ChatCompletionRequest, media: OmniMedia) -> str:
         if not media.speech:
@@ -286,6 +314,11 @@ class OpenAIServing:
             choice.text += delta.text
             choice.token_ids.extend(delta.token_ids)
             choice.finish_reason = delta.finish_reason or choice.finish_reason
+        if prepared.parsing.active:
+            for choice in choices:
+                parsed = parse_message(choice.text, prepared.parsing)
+                choice.message = parsed.fields()
+                choice.finish_reason = finish_reason(choice.finish_reason, bool(parsed.tool_calls))
         return full_response(prepared.meta, choices, prepared.prompt_tokens)
 
     async def _speak(self, prepared: PreparedRequest, voice: str) -> dict[str, Any]:
@@ -311,13 +344,20 @@ class OpenAIServing:
         self._metrics.prompt_tokens.inc(prepared.prompt_tokens)
         meta = prepared.meta
         generated = 0
+        parsers = [ChatStream(prepared.parsing) for _ in range(prepared.sequences)]
         try:
             if meta.kind == "chat":
                 for index in range(prepared.sequences):
                     yield delta_chunk(meta, index, "", [], None, first=True)
             async for delta in self._all_sequences(prepared):
                 generated += len(delta.token_ids)
-                if delta.text or delta.finish_reason or meta.return_token_ids:
+                if prepared.parsing.active:
+                    parser = parsers[delta.index]
+                    for chunk in parser.chunks(
+                        meta, delta.index, delta.text, delta.token_ids, delta.finish_reason
+                    ):
+                        yield chunk
+                elif delta.text or delta.finish_reason or meta.return_token_ids:
                     yield delta_chunk(
                         meta, delta.index, delta.text, delta.token_ids, delta.finish_reason
                     )
@@ -338,7 +378,7 @@ class OpenAIServing:
                 async for delta in only:
                     yield delta
             return
-        async for delta in _merge(runs):
+        async for delta in merge(runs):
             yield delta
 
     async def _sequence(
@@ -375,36 +415,3 @@ class OpenAIServing:
 
     def _decode(self, token_ids: list[int]) -> str:
         return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
-
-
-_DONE = object()
-
-
-async def _merge(runs: list[AsyncGenerator[ChoiceDelta, None]]) -> AsyncIterator[ChoiceDelta]:
-    """Interleave several sequences as their tokens arrive."""
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def pump(run: AsyncGenerator[ChoiceDelta, None]) -> None:
-        try:
-            async for delta in run:
-                await queue.put(delta)
-        except Exception as exc:
-            await queue.put(exc)
-        finally:
-            await queue.put(_DONE)
-
-    tasks = [asyncio.create_task(pump(run)) for run in runs]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            item = await queue.get()
-            if item is _DONE:
-                remaining -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -128,14 +128,16 @@ class OmniMedia:
             return []
         return sorted(self._owner.config.talker_config.speaker_id)
 
-    def prepare(self, media: MediaInputs) -> Any:
-        """Processor inputs (input_ids with expanded placeholders, pixel values, features)."""
+    def prepare(self, media: MediaInputs, template_kwargs: dict[str, Any] | None = None) -> Any:
+        """Processor inputs (input_ids with expanded placeholders, pixel values, features);
+        `template_kwargs` (tools, chat_template_kwargs) go to the chat template."""
         processor = self.processor
         text = processor.tokenizer.apply_chat_template(
             media.messages,
             chat_template=processor.chat_template,
             add_generation_prompt=True,
             tokenize=False,
+            **(template_kwargs or {}),
         )
         return processor(
             text=[text],

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from qms_runtime.tools.tiny_tokenizer import chat_template
+
 # What Qwen3-Omni's tokenizer_config.json names as extra special tokens.
 MEDIA_TOKENS = {
     "image_token": "<|image_pad|>",
@@ -25,22 +27,19 @@ MEDIA_TOKENS = {
     "audio_eos_token": "<|audio_end|>",
 }
 
-# Qwen3-Omni's ChatML with content parts, reduced: a string content renders exactly as
-# the text-only template does; media parts become their placeholders, in order.
-OMNI_CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['content'] is string %}{{- message['content'] }}"
-    "{%- else %}{%- for part in message['content'] %}"
+# Qwen3-Omni's ChatML with content parts (tiny_tokenizer's Qwen3-style template, tools and
+# thinking included): a string content renders exactly as the text-only template does;
+# media parts become their placeholders, in order.
+OMNI_CONTENT = (
+    "{%- if content is string %}{{- content }}"
+    "{%- elif content %}{%- for part in content %}"
     "{%- if part['type'] == 'text' %}{{- part['text'] }}"
     "{%- elif part['type'] == 'image' %}{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
     "{%- elif part['type'] == 'audio' %}{{- '<|audio_start|><|audio_pad|><|audio_end|>' }}"
     "{%- elif part['type'] == 'video' %}{{- '<|vision_start|><|video_pad|><|vision_end|>' }}"
     "{%- endif %}{%- endfor %}{%- endif %}"
-    "{{- '<|im_end|>' + '\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+OMNI_CHAT_TEMPLATE = chat_template(OMNI_CONTENT)
 
 IMAGE = {"patch_size": 4, "temporal_patch_size": 2, "merge_size": 2}
 MIN_PIXELS = 16 * 16
