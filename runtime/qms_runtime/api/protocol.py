@@ -1,8 +1,8 @@
 """OpenAI request bodies, validated strictly at the edge (wrong types are 400, not coerced).
 
 Unknown fields are ignored, as clients send more than any server implements; known
-features QMS does not implement (logprobs, tools, penalties, echo, ...) are refused
-with a 400 that names them rather than silently ignored.
+features QMS does not implement (tools, penalties, ...) are refused with a 400 that
+names them rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 Number = Annotated[float, Field(strict=True)]
 MAX_N = 16
 MAX_STOPS = 4
+MAX_LOGPROBS = 20  # top alternatives per token, as OpenAI (chat) and vLLM
 
 
 class TextPart(BaseModel):
@@ -159,6 +160,7 @@ class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     tools: list[Any] | None = None
     modalities: list[Literal["text", "audio"]] | None = None
     audio: AudioOutput | None = None
@@ -172,8 +174,8 @@ class ChatCompletionRequest(GenerationRequest):
         return self.modalities is not None and "audio" in self.modalities
 
     def unsupported(self) -> tuple[str, str] | None:
-        if self.logprobs:
-            return "logprobs", "logprobs are not supported"
+        if self.top_logprobs and not self.logprobs:
+            return "top_logprobs", "top_logprobs needs logprobs: true"
         if self.tools:
             return "tools", "tools are not supported"
         return super().unsupported()
@@ -189,16 +191,14 @@ PromptType = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt
 
 class CompletionRequest(GenerationRequest):
     prompt: PromptType
-    logprobs: StrictInt | None = None
+    # 0 with echo: the prompt's log-probabilities alone (legacy OpenAI scoring)
+    max_tokens: StrictInt | None = Field(default=None, ge=0)
+    logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: StrictBool = False
     suffix: StrictStr | None = None
     best_of: StrictInt | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
-        if self.logprobs is not None:
-            return "logprobs", "logprobs are not supported"
-        if self.echo:
-            return "echo", "echo is not supported"
         if self.suffix:
             return "suffix", "suffix is not supported"
         if self.best_of is not None and self.best_of != self.n:
@@ -209,6 +209,36 @@ class CompletionRequest(GenerationRequest):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+
+class TokenizeCompletionRequest(BaseModel):
+    """`POST /tokenize` with a prompt (vLLM's shape)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr | None = None
+    prompt: StrictStr
+    add_special_tokens: StrictBool = True
+    return_token_strs: StrictBool = False
+
+
+class TokenizeChatRequest(BaseModel):
+    """`POST /tokenize` with messages, through the chat template (vLLM's shape)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    add_generation_prompt: StrictBool = True
+    continue_final_message: StrictBool = False
+    add_special_tokens: StrictBool = False
+    return_token_strs: StrictBool = False
+
+
+class DetokenizeRequest(BaseModel):
+    """`POST /detokenize` (vLLM's shape)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr | None = None
+    tokens: list[StrictInt]
 
 
 class ErrorDetail(BaseModel):

@@ -16,6 +16,7 @@ class ChoiceResult:
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     audio: dict[str, Any] | None = None  # speech out: {id, data (base64 WAV), transcript, ...}
+    logprobs: dict[str, Any] | None = None  # shaped by api/logprobs.py
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def _choice(meta: ResponseMeta, choice: ChoiceResult) -> dict[str, Any]:
             body["message"]["audio"] = choice.audio
     else:
         body["text"] = choice.text
-    body["logprobs"] = None
+    body["logprobs"] = choice.logprobs
     body["finish_reason"] = choice.finish_reason
     if meta.return_token_ids:
         body["token_ids"] = choice.token_ids
@@ -82,6 +83,7 @@ def delta_chunk(
     token_ids: list[int],
     finish_reason: str | None,
     first: bool = False,
+    logprobs: dict[str, Any] | None = None,
 ) -> str:
     choice: dict[str, Any] = {"index": index}
     if meta.kind == "chat":
@@ -91,7 +93,7 @@ def delta_chunk(
         choice["delta"] = delta
     else:
         choice["text"] = text
-    choice["logprobs"] = None
+    choice["logprobs"] = logprobs
     choice["finish_reason"] = finish_reason
     if meta.return_token_ids:
         choice["token_ids"] = token_ids

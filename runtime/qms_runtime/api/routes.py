@@ -141,6 +141,24 @@ async def completions(request: Request) -> Response:
     return await _generate(request, "completion")
 
 
+@router.post("/tokenize")
+async def tokenize(request: Request) -> Response:
+    state = _state(request)
+    _check_api_key(state, request)
+    serving = state.require_serving()
+    body = await _read_json(request, state.settings.max_request_bytes)
+    return JSONResponse(serving.tokenization.tokenize(body))
+
+
+@router.post("/detokenize")
+async def detokenize(request: Request) -> Response:
+    state = _state(request)
+    _check_api_key(state, request)
+    serving = state.require_serving()
+    body = await _read_json(request, state.settings.max_request_bytes)
+    return JSONResponse(serving.tokenization.detokenize(body))
+
+
 @router.get("/v1/models")
 async def models(request: Request) -> dict[str, Any]:
     state = _state(request)

@@ -6,7 +6,6 @@ only for media and speech. API tests can hand it a fake backend."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import logging
@@ -16,8 +15,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from qms_runtime.api.echo import Collected, EchoPlan, StreamLogprobs, finish_choices
+from qms_runtime.api.echo import prompt_texts as echo_texts
 from qms_runtime.api.errors import APIError, bad_request, echo, error_body, to_api_error
-from qms_runtime.api.media_parts import parse_media
+from qms_runtime.api.logprobs import token_decoder
+from qms_runtime.api.media_parts import check_speech, parse_media
+from qms_runtime.api.merging import merge
 from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
 from qms_runtime.api.responses import (
     SSE_DONE,
@@ -29,13 +32,14 @@ from qms_runtime.api.responses import (
     sse,
     usage_chunk,
 )
+from qms_runtime.api.tokenization import Tokenization
 from qms_runtime.engine.generation import generate_events
 from qms_runtime.engine.media_runner import OmniMedia
 from qms_runtime.engine.textstream import IncrementalDecoder, StopChecker
 from qms_runtime.media.decode import wav_bytes
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.types import GenerationBackend, Prompt, SamplingParams
+from qms_runtime.types import GenerationBackend, Prompt, SamplingParams, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ class PreparedRequest:
     arrival: float
     media_inputs: Any = None  # processor inputs: runs on the media path, not in the CB batch
     voice: str | None = None  # speech out with this voice
+    echo: EchoPlan | None = None  # logprobs and/or echo asked for (api/echo.py)
 
     @property
     def sequences(self) -> int:
@@ -68,6 +73,7 @@ class ChoiceDelta:
     text: str
     token_ids: list[int]
     finish_reason: str | None
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,8 @@ class OpenAIServing:
         self._tokenizer = model.tokenizer
         self._max_len = model.max_model_len
         self._vocab = model.vocab_size
+        self._token_text = token_decoder(model.tokenizer)
+        self.tokenization = Tokenization(model.tokenizer, model_name, self._max_len, self._vocab)
         # Prompts and answers may hold personal data: logged only when asked for.
         self._log_text = settings is not None and settings.log_prompts
 
@@ -117,7 +125,10 @@ class OpenAIServing:
         except Exception as exc:  # a template may reject a conversation (jinja raise)
             raise bad_request(f"chat template failed: {exc}", "messages") from exc
         prompt = self._encode(text, "messages", add_special_tokens=False)
-        return self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
+        prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
+        if not body.logprobs:
+            return prepared
+        return _with_echo(prepared, EchoPlan("chat", body.top_logprobs or 0, None, body.n))
 
     def _prepare_omni(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
         """Media and/or speech out (CPU work: call it off the event loop)."""
@@ -129,7 +140,7 @@ class OpenAIServing:
                 "messages",
                 code="unsupported_media",
             )
-        voice = self._check_speech(body, media) if body.wants_audio else None
+        voice = check_speech(body, media) if body.wants_audio else None
         try:
             inputs = media.prepare(parse_media(body.messages, settings))
         except ValueError as exc:  # the processor refuses what it cannot take (an extreme aspect)
@@ -137,28 +148,6 @@ class OpenAIServing:
         prompt = [int(t) for t in inputs["input_ids"][0].tolist()]
         prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
         return dataclasses.replace(prepared, media_inputs=inputs, voice=voice)
-
-    def _check_speech(self, body: ChatCompletionRequest, media: OmniMedia) -> str:
-        if not media.speech:
-            raise bad_request(
-                "audio output is off on this server (started without QMS_AUDIO_OUTPUT=true); "
-                'ask for modalities ["text"]',
-                "modalities",
-                code="audio_output_disabled",
-            )
-        wanted = body.audio
-        if wanted is None:
-            raise bad_request('modalities ["audio"] needs the audio parameter', "audio")
-        if wanted.format != "wav":
-            raise bad_request(f"audio.format {echo(wanted.format)} is not supported: wav", "audio")
-        if wanted.voice.lower() not in media.voices:
-            raise bad_request(
-                f"unknown voice {echo(wanted.voice)}; voices: {', '.join(media.voices)}",
-                "audio.voice",
-            )
-        if body.stream or body.n != 1:
-            raise bad_request("audio output needs stream=false and n=1", "modalities")
-        return wanted.voice.lower()
 
     def prepare_completion(self, body: CompletionRequest, request_id: str) -> PreparedRequest:
         self._check_common(body)
@@ -176,7 +165,13 @@ class OpenAIServing:
                 if any(not 0 <= token < self._vocab for token in item):
                     raise bad_request(f"token ids must be in [0, {self._vocab})", "prompt")
                 prompts.append(list(item))
-        return self._prepare(body, "completion", prompts, "prompt", f"cmpl-{request_id}")
+        if body.max_tokens == 0 and not body.echo:
+            raise bad_request("max_tokens 0 needs echo (the prompt is the answer)", "max_tokens")
+        prepared = self._prepare(body, "completion", prompts, "prompt", f"cmpl-{request_id}")
+        if body.logprobs is None and not body.echo:
+            return prepared
+        texts = echo_texts(items, prompts, self._decode) if body.echo else None
+        return _with_echo(prepared, EchoPlan("completion", body.logprobs, texts, body.n))
 
     def _encode(self, text: str, param: str, **kwargs: Any) -> list[int]:
         """Token ids of text the boundary has checked; should the tokenizer refuse it all
@@ -261,11 +256,17 @@ class OpenAIServing:
         if prepared.voice is not None:
             return await self._speak(prepared, prepared.voice)
         choices = [ChoiceResult(index=i) for i in range(prepared.sequences)]
+        collected = [Collected() for _ in choices]
         async for delta in self._all_sequences(prepared):
             choice = choices[delta.index]
             choice.text += delta.text
             choice.token_ids.extend(delta.token_ids)
             choice.finish_reason = delta.finish_reason or choice.finish_reason
+            collected[delta.index].add(delta.token_ids, delta.logprobs)
+        if prepared.echo is not None:
+            await finish_choices(
+                prepared.echo, self.backend, self._token_text, prepared.prompts, choices, collected
+            )
         return full_response(prepared.meta, choices, prepared.prompt_tokens)
 
     async def _speak(self, prepared: PreparedRequest, voice: str) -> dict[str, Any]:
@@ -289,17 +290,30 @@ class OpenAIServing:
     async def stream(self, prepared: PreparedRequest) -> AsyncIterator[str]:
         """Server-sent events; an error after the headers went out becomes an error event."""
         self._metrics.prompt_tokens.inc(prepared.prompt_tokens)
-        meta = prepared.meta
+        meta, plan = prepared.meta, prepared.echo
         generated = 0
+        shaper = StreamLogprobs(plan, self.backend, self._token_text, prepared)
         try:
             if meta.kind == "chat":
                 for index in range(prepared.sequences):
                     yield delta_chunk(meta, index, "", [], None, first=True)
+            if plan is not None and plan.echo_texts is not None:
+                for index in range(prepared.sequences):
+                    text, logprobs = await shaper.echo(index)
+                    yield delta_chunk(meta, index, text, [], None, logprobs=logprobs)
             async for delta in self._all_sequences(prepared):
                 generated += len(delta.token_ids)
                 if delta.text or delta.finish_reason or meta.return_token_ids:
+                    logprobs = shaper.delta(
+                        delta.index, delta.text, delta.token_ids, delta.logprobs
+                    )
                     yield delta_chunk(
-                        meta, delta.index, delta.text, delta.token_ids, delta.finish_reason
+                        meta,
+                        delta.index,
+                        delta.text,
+                        delta.token_ids,
+                        delta.finish_reason,
+                        logprobs=logprobs,
                     )
             if prepared.include_usage:
                 yield usage_chunk(meta, prepared.prompt_tokens, generated)
@@ -318,12 +332,15 @@ class OpenAIServing:
                 async for delta in only:
                     yield delta
             return
-        async for delta in _merge(runs):
+        async for delta in merge(runs):
             yield delta
 
     async def _sequence(
         self, prompt: list[int], index: int, prepared: PreparedRequest
     ) -> AsyncGenerator[ChoiceDelta, None]:
+        if prepared.params.max_new_tokens == 0:  # echo alone: the prompt is the answer
+            yield ChoiceDelta(index, "", [], "length")
+            return
         decoder = IncrementalDecoder(self._decode)
         stops = StopChecker(prepared.stops)
         events = generate_events(
@@ -347,7 +364,7 @@ class OpenAIServing:
                     reason = "stop"
                 if self._log_text:
                     generated.append(text)
-                yield ChoiceDelta(index, text, event.new_token_ids, reason)
+                yield ChoiceDelta(index, text, event.new_token_ids, reason, event.logprobs)
                 if reason is not None:
                     if self._log_text:
                         log.info("generated %d (%s): %r", index, reason, "".join(generated))
@@ -366,34 +383,7 @@ def _temperature(value: float) -> float:
     return 0.0 if value < SAMPLING_EPS else float(value)
 
 
-_DONE = object()
-
-
-async def _merge(runs: list[AsyncGenerator[ChoiceDelta, None]]) -> AsyncIterator[ChoiceDelta]:
-    """Interleave several sequences as their tokens arrive."""
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def pump(run: AsyncGenerator[ChoiceDelta, None]) -> None:
-        try:
-            async for delta in run:
-                await queue.put(delta)
-        except Exception as exc:
-            await queue.put(exc)
-        finally:
-            await queue.put(_DONE)
-
-    tasks = [asyncio.create_task(pump(run)) for run in runs]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            item = await queue.get()
-            if item is _DONE:
-                remaining -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+def _with_echo(prepared: PreparedRequest, plan: EchoPlan) -> PreparedRequest:
+    """Log-probabilities and/or echo: the engine is asked for the generated tokens' too."""
+    params = dataclasses.replace(prepared.params, logprobs=plan.top)
+    return dataclasses.replace(prepared, echo=plan, params=params)
