@@ -77,7 +77,10 @@ async def finish_choices(
             choice.logprobs = chat_logprobs(generated, decode, plan.top)
             continue
         ids = (prompt if echoed is not None else []) + choice.token_ids
-        entries: list[TokenLogprob | None] = [*prompt_logprobs, *generated]
+        entries: list[TokenLogprob | None] = [
+            *(prompt_logprobs if echoed is not None else []),
+            *generated,
+        ]
         choice.logprobs = completion_logprobs(ids, entries, decode)
 
 
