@@ -276,3 +276,31 @@ def test_tokenize_through_the_real_server(main_server: RuntimeServer, tokenizer:
     assert tokenized.json() == expected
     back = httpx.post(f"{url}/detokenize", json={"model": MODEL, "tokens": ids}, headers=auth())
     assert back.json() == {"prompt": "hello world"}
+
+
+@pytest.mark.parametrize("arch", ["qwen3_moe", "qwen3_omni_moe"])
+def test_echo_logprobs_on_the_other_families(arch: str, tiny_model: Any, tmp_path: Path) -> None:
+    """The scoring forward on the MoE and the Omni thinker (text prompt): one entry per
+    prompt token and one generated, the first null, each a log-probability no higher
+    than the best alternative's."""
+    from transformers import AutoTokenizer
+
+    from qms_testkit.processes import start_server
+
+    model_dir = tiny_model(arch)
+    own = AutoTokenizer.from_pretrained(str(model_dir))
+    ids = own.encode("the reconcile loop")
+    server = start_server(model_dir, tmp_path, served_model_name=MODEL)
+    try:
+        body = {"model": MODEL, "prompt": ids, "max_tokens": 1, "echo": True, "logprobs": 1}
+        reply = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=120)
+        assert reply.status_code == 200, reply.text
+        logprobs = reply.json()["choices"][0]["logprobs"]
+        assert len(logprobs["token_logprobs"]) == len(ids) + 1
+        assert logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None
+        for value, top in zip(
+            logprobs["token_logprobs"][1:], logprobs["top_logprobs"][1:], strict=True
+        ):
+            assert value <= 0.0 and value <= max(top.values()) + 1e-6
+    finally:
+        server.stop()
