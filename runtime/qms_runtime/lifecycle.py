@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from qms_runtime.api.serving import OpenAIServing, TextModel
+from qms_runtime.api.prepared import TextModel
+from qms_runtime.api.serving import OpenAIServing
 from qms_runtime.engine.backend import ModelBackend
 from qms_runtime.engine.batching import Engine
 from qms_runtime.engine.media_runner import OmniMedia, processor_kwargs

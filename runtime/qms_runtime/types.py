@@ -127,6 +127,11 @@ class GenerationBackend(Protocol):
         the iterator early cancels it."""
         ...
 
+    async def score(self, prompt_ids: list[int], top: int) -> list[TokenLogprob | None]:
+        """Per position of `prompt_ids`, the raw model log-probability of its token and
+        the `top` most likely tokens there (position 0: None): `echo` with `logprobs`."""
+        ...
+
 
 # ------------------------------------------------------------------------ errors
 class EngineOverloaded(Exception):

@@ -17,11 +17,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from qms_runtime.api.serving import OpenAIServing, TextModel
+from qms_runtime.api.prepared import TextModel
+from qms_runtime.api.serving import OpenAIServing
 from qms_runtime.app import create_app
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.types import EngineOverloaded, Prompt, SamplingParams, TokenChunk
+from qms_runtime.types import EngineOverloaded, Prompt, SamplingParams, TokenChunk, TokenLogprob
 
 
 class FakeAdmission:
@@ -53,6 +54,17 @@ class FakeBackend:
         self.prompts: list[Prompt] = []  # every prompt it was given, in order
         self.params: list[SamplingParams] = []  # and the sampling parameters with it
         self.cancelled = 0
+        self.scored: list[list[int]] = []  # every sequence score() was given
+
+    async def score(self, prompt_ids: list[int], top: int) -> list[TokenLogprob | None]:
+        """Scripted log-probabilities: the token at position i has -i/10, its alternatives
+        are the next ids, each 0.5 lower."""
+        self.scored.append(list(prompt_ids))
+        result: list[TokenLogprob | None] = [None]
+        for i, token in enumerate(prompt_ids[1:], start=1):
+            alternatives = tuple((token + j, -i / 10 - 0.5 * j) for j in range(top))
+            result.append(TokenLogprob(token, -i / 10, alternatives))
+        return result
 
     def admit(self, sequences: int) -> FakeAdmission:
         if self.admitted + sequences > self.capacity:

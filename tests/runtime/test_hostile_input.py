@@ -294,6 +294,7 @@ def test_server_still_serves_after_the_known_classes(server: RuntimeServer) -> N
 OPERATIONS = [
     ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/v1/models"),
     ("POST", CHAT), ("POST", COMPLETIONS), ("POST", PREDICT),
+    ("POST", "/tokenize"), ("POST", "/detokenize"),
 ]  # fmt: skip
 SCHEMATHESIS_CASES = [
     (method, path, mode)

@@ -7,6 +7,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from qms_runtime.types import TokenLogprob
+
 
 @dataclass(frozen=True)
 class ChoiceDelta:
@@ -14,6 +16,7 @@ class ChoiceDelta:
     text: str
     token_ids: list[int]
     finish_reason: str | None
+    logprobs: list[TokenLogprob] | None = None
 
 
 _DONE = object()

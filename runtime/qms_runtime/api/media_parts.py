@@ -9,7 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from qms_runtime.api.chat_input import message_extras
-from qms_runtime.api.protocol import AudioPart, ChatMessage, ImagePart, TextPart, VideoURLPart
+from qms_runtime.api.errors import bad_request, echo
+from qms_runtime.api.protocol import (
+    AudioPart,
+    ChatCompletionRequest,
+    ChatMessage,
+    ImagePart,
+    TextPart,
+    VideoURLPart,
+)
+from qms_runtime.engine.media_runner import OmniMedia
 from qms_runtime.media.decode import (
     MediaInputs,
     decode_audio,
@@ -58,3 +67,27 @@ def parse_media(messages: list[ChatMessage], settings: RuntimeSettings) -> Media
                 parts.append({"type": "video"})
         result.messages.append({"role": message.role, "content": parts, **message_extras(message)})
     return result
+
+
+def check_speech(body: ChatCompletionRequest, media: OmniMedia) -> str:
+    """The voice of a request for speech out, or a 400 naming what is wrong."""
+    if not media.speech:
+        raise bad_request(
+            "audio output is off on this server (started without QMS_AUDIO_OUTPUT=true); "
+            'ask for modalities ["text"]',
+            "modalities",
+            code="audio_output_disabled",
+        )
+    wanted = body.audio
+    if wanted is None:
+        raise bad_request('modalities ["audio"] needs the audio parameter', "audio")
+    if wanted.format != "wav":
+        raise bad_request(f"audio.format {echo(wanted.format)} is not supported: wav", "audio")
+    if wanted.voice.lower() not in media.voices:
+        raise bad_request(
+            f"unknown voice {echo(wanted.voice)}; voices: {', '.join(media.voices)}",
+            "audio.voice",
+        )
+    if body.stream or body.n != 1:
+        raise bad_request("audio output needs stream=false and n=1", "modalities")
+    return wanted.voice.lower()

@@ -15,7 +15,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, ErrorResponse
+from qms_runtime.api.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    ErrorResponse,
+    TokenizeChatRequest,
+    TokenizeCompletionRequest,
+)
 
 _REF = "#/components/schemas/{model}"
 _ERRORS = {
@@ -31,6 +38,10 @@ _BODIES = {
     "/v1/chat/completions": "ChatCompletionRequest",
     "/v1/predict": "ChatCompletionRequest",
     "/v1/completions": "CompletionRequest",
+}
+_TOKENIZER_BODIES = {
+    "/tokenize": ["TokenizeCompletionRequest", "TokenizeChatRequest"],
+    "/detokenize": ["DetokenizeRequest"],
 }
 _JSON_OR_STREAM = {
     "application/json": {"schema": {"type": "object"}},
@@ -60,6 +71,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         [
             (ChatCompletionRequest, "validation"),
             (CompletionRequest, "validation"),
+            (TokenizeCompletionRequest, "validation"),
+            (TokenizeChatRequest, "validation"),
+            (DetokenizeRequest, "validation"),
             (ErrorResponse, "serialization"),
         ],
         ref_template=_REF,
@@ -79,6 +93,16 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         operation["responses"] = _responses(
             _ok(answer, _JSON_OR_STREAM), 400, 401, 404, 413, 429, 500, 503
         )
+    for path, names in _TOKENIZER_BODIES.items():
+        refs = [{"$ref": _REF.format(model=name)} for name in names]
+        operation = paths[path]["post"]
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"anyOf": refs}}},
+        }
+        operation["security"] = [{"bearer": []}]
+        ok = _ok("Token ids / text.", _JSON)
+        operation["responses"] = _responses(ok, 400, 401, 404, 413, 503)
     models = paths["/v1/models"]["get"]
     models["security"] = [{"bearer": []}]
     models["responses"] = _responses(_ok("The served model.", _JSON), 401)

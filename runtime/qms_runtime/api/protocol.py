@@ -26,7 +26,7 @@ from pydantic import (
 Number = Annotated[float, Field(strict=True)]
 MAX_N = 16
 MAX_STOPS = 32  # OpenAI allows 4; lm-evaluation-harness sends more
-MAX_TOP_LOGPROBS = 20
+MAX_TOP_LOGPROBS = MAX_LOGPROBS = 20  # top alternatives per token, as OpenAI (chat) and vLLM
 
 
 class TextPart(BaseModel):
@@ -333,15 +333,15 @@ PromptType = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt
 
 class CompletionRequest(GenerationRequest):
     prompt: PromptType
-    logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    # 0 with echo: the prompt's log-probabilities alone (legacy OpenAI scoring)
+    max_tokens: StrictInt | None = Field(default=None, ge=0)
+    logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: StrictBool = False
     best_of: StrictInt | None = None
 
     refused: ClassVar[dict[str, str]] = {**REFUSED_COMMON, **REFUSED_COMPLETION}
 
     def unsupported(self) -> tuple[str, str] | None:
-        if self.echo:
-            return "echo", "echo is not supported"
         if self.best_of is not None and self.best_of != self.n:
             return "best_of", "best_of other than n is not supported"
         return super().unsupported()
@@ -353,6 +353,36 @@ class CompletionRequest(GenerationRequest):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+
+class TokenizeCompletionRequest(BaseModel):
+    """`POST /tokenize` with a prompt (vLLM's shape)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr | None = None
+    prompt: StrictStr
+    add_special_tokens: StrictBool = True
+    return_token_strs: StrictBool = False
+
+
+class TokenizeChatRequest(BaseModel):
+    """`POST /tokenize` with messages, through the chat template (vLLM's shape)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    add_generation_prompt: StrictBool = True
+    continue_final_message: StrictBool = False
+    add_special_tokens: StrictBool = False
+    return_token_strs: StrictBool = False
+
+
+class DetokenizeRequest(BaseModel):
+    """`POST /detokenize` (vLLM's shape)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr | None = None
+    tokens: list[StrictInt]
 
 
 class ErrorDetail(BaseModel):

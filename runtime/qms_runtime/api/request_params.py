@@ -9,9 +9,11 @@ becomes a grammar.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from qms_runtime.api.errors import bad_request
 from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, ResponseFormat
@@ -109,3 +111,30 @@ def media_refused(params: SamplingParams, speech: bool) -> str | None:
         ("top_k", bool(params.top_k)),
     )
     return next((name for name, used in checks if used), None)
+
+
+def check_grammar(grammars: Any, spec: GrammarSpec) -> None:
+    """A 400 naming `response_format` (or `tools`) when the grammar does not compile."""
+    if grammars is None:
+        return
+    param = "tools" if spec.kind == "tool_calls" else "response_format"
+    try:
+        grammars.check(spec, param)
+    except ValueError as exc:
+        raise bad_request(str(getattr(exc, "message", exc)), getattr(exc, "param", param)) from exc
+
+
+def with_tool_grammar(
+    grammars: Any, params: SamplingParams, grammar: GrammarSpec | None
+) -> SamplingParams:
+    """tool_choice required / a named function: the tool-call grammar (checked)."""
+    if grammar is None:
+        return params
+    if params.grammar is not None:
+        raise bad_request(
+            "response_format cannot be combined with tool_choice required or a named "
+            "function: the output is the tool call",
+            "response_format",
+        )
+    check_grammar(grammars, grammar)
+    return dataclasses.replace(params, grammar=grammar)

@@ -18,6 +18,7 @@ class ChoiceResult:
     audio: dict[str, Any] | None = None  # speech out: {id, data (base64 WAV), transcript, ...}
     # Parsed out of `text` (api/chat_output.py): content, reasoning_content, tool_calls.
     message: dict[str, Any] | None = None
+    logprobs: dict[str, Any] | None = None  # shaped by api/logprobs.py
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def _choice(meta: ResponseMeta, choice: ChoiceResult) -> dict[str, Any]:
             body["message"]["audio"] = choice.audio
     else:
         body["text"] = choice.text
-    body["logprobs"] = None
+    body["logprobs"] = choice.logprobs
     body["finish_reason"] = choice.finish_reason
     if meta.return_token_ids:
         body["token_ids"] = choice.token_ids
@@ -87,6 +88,7 @@ def delta_chunk(
     finish_reason: str | None,
     first: bool = False,
     fields: dict[str, Any] | None = None,
+    logprobs: dict[str, Any] | None = None,
 ) -> str:
     """`fields`: more of a chat delta (reasoning_content, tool_calls)."""
     choice: dict[str, Any] = {"index": index}
@@ -98,7 +100,7 @@ def delta_chunk(
         choice["delta"] = delta
     else:
         choice["text"] = text
-    choice["logprobs"] = None
+    choice["logprobs"] = logprobs
     choice["finish_reason"] = finish_reason
     if meta.return_token_ids:
         choice["token_ids"] = token_ids

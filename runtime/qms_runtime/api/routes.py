@@ -17,8 +17,9 @@ from starlette.background import BackgroundTask
 
 from qms_runtime.api.boundary import parse_json_object, read_body
 from qms_runtime.api.errors import APIError, error_body, not_ready, to_api_error
+from qms_runtime.api.prepared import PreparedRequest
 from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest
-from qms_runtime.api.serving import OpenAIServing, PreparedRequest
+from qms_runtime.api.serving import OpenAIServing
 from qms_runtime.logs import request_id_var
 from qms_runtime.metrics import CONTENT_TYPE, RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
@@ -139,6 +140,24 @@ async def predict(request: Request) -> Response:
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
     return await _generate(request, "completion")
+
+
+@router.post("/tokenize")
+async def tokenize(request: Request) -> Response:
+    state = _state(request)
+    _check_api_key(state, request)
+    serving = state.require_serving()
+    body = await _read_json(request, state.settings.max_request_bytes)
+    return JSONResponse(serving.tokenization.tokenize(body))
+
+
+@router.post("/detokenize")
+async def detokenize(request: Request) -> Response:
+    state = _state(request)
+    _check_api_key(state, request)
+    serving = state.require_serving()
+    body = await _read_json(request, state.settings.max_request_bytes)
+    return JSONResponse(serving.tokenization.detokenize(body))
 
 
 @router.get("/v1/models")

@@ -10,9 +10,8 @@ import base64
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -25,17 +24,25 @@ from qms_runtime.api.chat_input import (
     tool_grammar,
 )
 from qms_runtime.api.chat_output import (
-    NO_PARSING,
     ChatStream,
-    OutputParsing,
     finish_reason,
     parse_message,
 )
+from qms_runtime.api.echo import Collected, EchoPlan, StreamLogprobs, finish_choices
+from qms_runtime.api.echo import prompt_texts as echo_texts
 from qms_runtime.api.errors import APIError, bad_request, echo, error_body, to_api_error
 from qms_runtime.api.interleave import ChoiceDelta, merge
-from qms_runtime.api.media_parts import parse_media
+from qms_runtime.api.logprobs import token_decoder
+from qms_runtime.api.media_parts import check_speech, parse_media
+from qms_runtime.api.prepared import PreparedRequest, TextModel
 from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
-from qms_runtime.api.request_params import log_vendor_extras, media_refused, sampling_params
+from qms_runtime.api.request_params import (
+    check_grammar,
+    log_vendor_extras,
+    media_refused,
+    sampling_params,
+    with_tool_grammar,
+)
 from qms_runtime.api.responses import (
     SSE_DONE,
     ChoiceResult,
@@ -46,49 +53,16 @@ from qms_runtime.api.responses import (
     sse,
     usage_chunk,
 )
+from qms_runtime.api.tokenization import Tokenization
 from qms_runtime.engine.generation import generate_events
 from qms_runtime.engine.media_runner import OmniMedia
 from qms_runtime.engine.textstream import IncrementalDecoder, StopChecker
 from qms_runtime.media.decode import wav_bytes
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.types import GenerationBackend, GrammarSpec, Prompt, SamplingParams
+from qms_runtime.types import GenerationBackend, Prompt
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PreparedRequest:
-    meta: ResponseMeta
-    prompts: list[list[int]]
-    params: SamplingParams
-    n: int
-    stops: list[str]
-    stream: bool
-    include_usage: bool
-    arrival: float
-    media_inputs: Any = None  # processor inputs: runs on the media path, not in the CB batch
-    voice: str | None = None  # speech out with this voice
-    parsing: OutputParsing = NO_PARSING  # chat: reasoning and tool calls parsed out
-
-    @property
-    def sequences(self) -> int:
-        return len(self.prompts) * self.n
-
-    @property
-    def prompt_tokens(self) -> int:
-        return sum(len(prompt) for prompt in self.prompts)
-
-
-@dataclass(frozen=True)
-class TextModel:
-    """What serving needs to know of the model: its tokenizer and sizes."""
-
-    tokenizer: Any
-    max_model_len: int
-    vocab_size: int
-    generation_defaults: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    grammars: Any = None  # engine/grammar.Grammars: checks response_format at the edge
 
 
 class OpenAIServing:
@@ -113,6 +87,8 @@ class OpenAIServing:
         self._vocab = model.vocab_size
         self._defaults = model.generation_defaults
         self._grammars = model.grammars
+        self._token_text = token_decoder(model.tokenizer)
+        self.tokenization = Tokenization(model.tokenizer, model_name, self._max_len, self._vocab)
         # Prompts and answers may hold personal data: logged only when asked for.
         self._log_text = settings is not None and settings.log_prompts
 
@@ -126,23 +102,11 @@ class OpenAIServing:
         chat = chat_prompt(self._tokenizer, body)
         prompt = self._encode(chat.text, "messages", add_special_tokens=False)
         prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
-        params = self._with_tool_grammar(prepared.params, chat.grammar)
-        return dataclasses.replace(prepared, params=params, parsing=chat.parsing)
-
-    def _with_tool_grammar(
-        self, params: SamplingParams, grammar: GrammarSpec | None
-    ) -> SamplingParams:
-        """tool_choice required / a named function: the tool-call grammar (checked)."""
-        if grammar is None:
-            return params
-        if params.grammar is not None:
-            raise bad_request(
-                "response_format cannot be combined with tool_choice required or a named "
-                "function: the output is the tool call",
-                "response_format",
-            )
-        self._check_grammar(grammar)
-        return dataclasses.replace(params, grammar=grammar)
+        params = with_tool_grammar(self._grammars, prepared.params, chat.grammar)
+        prepared = dataclasses.replace(prepared, params=params, parsing=chat.parsing)
+        if not body.logprobs:
+            return prepared
+        return _with_echo(prepared, EchoPlan("chat", body.top_logprobs or 0, None, body.n))
 
     def _prepare_omni(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
         """Media and/or speech out (CPU work: call it off the event loop)."""
@@ -154,7 +118,7 @@ class OpenAIServing:
                 "messages",
                 code="unsupported_media",
             )
-        voice = self._check_speech(body, media) if body.wants_audio else None
+        voice = check_speech(body, media) if body.wants_audio else None
         check_tool_choice(body)
         kwargs = template_kwargs(body, media.processor.tokenizer.apply_chat_template)
         try:
@@ -165,7 +129,7 @@ class OpenAIServing:
             raise bad_request(f"chat template failed: {exc}", "messages") from exc
         prompt = [int(t) for t in inputs["input_ids"][0].tolist()]
         prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
-        params = self._with_tool_grammar(prepared.params, tool_grammar(body))
+        params = with_tool_grammar(self._grammars, prepared.params, tool_grammar(body))
         refused = media_refused(params, speech=voice is not None)
         if refused is not None:
             raise bad_request(
@@ -177,28 +141,6 @@ class OpenAIServing:
         return dataclasses.replace(
             prepared, media_inputs=inputs, voice=voice, params=params, parsing=parsing
         )
-
-    def _check_speech(self, body: ChatCompletionRequest, media: OmniMedia) -> str:
-        if not media.speech:
-            raise bad_request(
-                "audio output is off on this server (started without QMS_AUDIO_OUTPUT=true); "
-                'ask for modalities ["text"]',
-                "modalities",
-                code="audio_output_disabled",
-            )
-        wanted = body.audio
-        if wanted is None:
-            raise bad_request('modalities ["audio"] needs the audio parameter', "audio")
-        if wanted.format != "wav":
-            raise bad_request(f"audio.format {echo(wanted.format)} is not supported: wav", "audio")
-        if wanted.voice.lower() not in media.voices:
-            raise bad_request(
-                f"unknown voice {echo(wanted.voice)}; voices: {', '.join(media.voices)}",
-                "audio.voice",
-            )
-        if body.stream or body.n != 1:
-            raise bad_request("audio output needs stream=false and n=1", "modalities")
-        return wanted.voice.lower()
 
     def prepare_completion(self, body: CompletionRequest, request_id: str) -> PreparedRequest:
         self._check_common(body)
@@ -216,7 +158,13 @@ class OpenAIServing:
                 if any(not 0 <= token < self._vocab for token in item):
                     raise bad_request(f"token ids must be in [0, {self._vocab})", "prompt")
                 prompts.append(list(item))
-        return self._prepare(body, "completion", prompts, "prompt", f"cmpl-{request_id}")
+        if body.max_tokens == 0 and not body.echo:
+            raise bad_request("max_tokens 0 needs echo (the prompt is the answer)", "max_tokens")
+        prepared = self._prepare(body, "completion", prompts, "prompt", f"cmpl-{request_id}")
+        if body.logprobs is None and not body.echo:
+            return prepared
+        texts = echo_texts(items, prompts, self._decode) if body.echo else None
+        return _with_echo(prepared, EchoPlan("completion", body.logprobs, texts, body.n))
 
     def _encode(self, text: str, param: str, **kwargs: Any) -> list[int]:
         """Token ids of text the boundary has checked; should the tokenizer refuse it all
@@ -241,17 +189,6 @@ class OpenAIServing:
         if refused is not None:
             raise bad_request(refused[1], refused[0], code="unsupported_parameter")
         log_vendor_extras(body.vendor_extras())
-
-    def _check_grammar(self, spec: GrammarSpec) -> None:
-        if self._grammars is None:
-            return
-        param = "tools" if spec.kind == "tool_calls" else "response_format"
-        try:
-            self._grammars.check(spec, param)
-        except ValueError as exc:
-            raise bad_request(
-                str(getattr(exc, "message", exc)), getattr(exc, "param", param)
-            ) from exc
 
     def _prepare(
         self,
@@ -283,7 +220,7 @@ class OpenAIServing:
             )
         params = sampling_params(body, requested, self._defaults, self._vocab)
         if params.grammar is not None:
-            self._check_grammar(params.grammar)
+            check_grammar(self._grammars, params.grammar)
         meta = ResponseMeta(
             kind, response_id, int(time.time()), self.model_name, body.return_token_ids
         )
@@ -309,11 +246,17 @@ class OpenAIServing:
         if prepared.voice is not None:
             return await self._speak(prepared, prepared.voice)
         choices = [ChoiceResult(index=i) for i in range(prepared.sequences)]
+        collected = [Collected() for _ in choices]
         async for delta in self._all_sequences(prepared):
             choice = choices[delta.index]
             choice.text += delta.text
             choice.token_ids.extend(delta.token_ids)
             choice.finish_reason = delta.finish_reason or choice.finish_reason
+            collected[delta.index].add(delta.token_ids, delta.logprobs)
+        if prepared.echo is not None:
+            await finish_choices(
+                prepared.echo, self.backend, self._token_text, prepared.prompts, choices, collected
+            )
         if prepared.parsing.active:
             for choice in choices:
                 parsed = parse_message(choice.text, prepared.parsing)
@@ -342,13 +285,18 @@ class OpenAIServing:
     async def stream(self, prepared: PreparedRequest) -> AsyncIterator[str]:
         """Server-sent events; an error after the headers went out becomes an error event."""
         self._metrics.prompt_tokens.inc(prepared.prompt_tokens)
-        meta = prepared.meta
+        meta, plan = prepared.meta, prepared.echo
         generated = 0
         parsers = [ChatStream(prepared.parsing) for _ in range(prepared.sequences)]
+        shaper = StreamLogprobs(plan, self.backend, self._token_text, prepared)
         try:
             if meta.kind == "chat":
                 for index in range(prepared.sequences):
                     yield delta_chunk(meta, index, "", [], None, first=True)
+            if plan is not None and plan.echo_texts is not None:
+                for index in range(prepared.sequences):
+                    text, logprobs = await shaper.echo(index)
+                    yield delta_chunk(meta, index, text, [], None, logprobs=logprobs)
             async for delta in self._all_sequences(prepared):
                 generated += len(delta.token_ids)
                 if prepared.parsing.active:
@@ -357,9 +305,18 @@ class OpenAIServing:
                         meta, delta.index, delta.text, delta.token_ids, delta.finish_reason
                     ):
                         yield chunk
-                elif delta.text or delta.finish_reason or meta.return_token_ids:
+                    continue
+                if delta.text or delta.finish_reason or meta.return_token_ids:
+                    logprobs = shaper.delta(
+                        delta.index, delta.text, delta.token_ids, delta.logprobs
+                    )
                     yield delta_chunk(
-                        meta, delta.index, delta.text, delta.token_ids, delta.finish_reason
+                        meta,
+                        delta.index,
+                        delta.text,
+                        delta.token_ids,
+                        delta.finish_reason,
+                        logprobs=logprobs,
                     )
             if prepared.include_usage:
                 yield usage_chunk(meta, prepared.prompt_tokens, generated)
@@ -384,6 +341,9 @@ class OpenAIServing:
     async def _sequence(
         self, prompt: list[int], index: int, prepared: PreparedRequest
     ) -> AsyncGenerator[ChoiceDelta, None]:
+        if prepared.params.max_new_tokens == 0:  # echo alone: the prompt is the answer
+            yield ChoiceDelta(index, "", [], "length")
+            return
         decoder = IncrementalDecoder(self._decode)
         stops = StopChecker(prepared.stops)
         events = generate_events(
@@ -407,7 +367,7 @@ class OpenAIServing:
                     reason = "stop"
                 if self._log_text:
                     generated.append(text)
-                yield ChoiceDelta(index, text, event.new_token_ids, reason)
+                yield ChoiceDelta(index, text, event.new_token_ids, reason, event.logprobs)
                 if reason is not None:
                     if self._log_text:
                         log.info("generated %d (%s): %r", index, reason, "".join(generated))
@@ -415,3 +375,9 @@ class OpenAIServing:
 
     def _decode(self, token_ids: list[int]) -> str:
         return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
+
+
+def _with_echo(prepared: PreparedRequest, plan: EchoPlan) -> PreparedRequest:
+    """Log-probabilities and/or echo: the engine is asked for the generated tokens' too."""
+    params = dataclasses.replace(prepared.params, logprobs=plan.top)
+    return dataclasses.replace(prepared, echo=plan, params=params)

@@ -7,7 +7,8 @@ from collections.abc import AsyncGenerator
 
 from qms_runtime.engine.batching import Admission, Engine
 from qms_runtime.engine.media_runner import OmniMedia
-from qms_runtime.types import EngineUnavailable, Prompt, SamplingParams, TokenChunk
+from qms_runtime.engine.scoring import PromptScorer
+from qms_runtime.types import EngineUnavailable, Prompt, SamplingParams, TokenChunk, TokenLogprob
 
 
 class ModelBackend:
@@ -17,6 +18,7 @@ class ModelBackend:
         self.engine = engine
         self.media = media
         self.eos_token_ids = engine.loaded.eos_token_ids
+        self._scorer = PromptScorer(engine.loaded.model, engine.pause)
 
     def admit(self, sequences: int) -> Admission:
         return self.engine.admit(sequences)
@@ -29,3 +31,6 @@ class ModelBackend:
         if self.media is None:
             raise EngineUnavailable("this model has no media runner")
         return self.media.tokens(prompt.media_inputs, params, choice)
+
+    async def score(self, prompt_ids: list[int], top: int) -> list[TokenLogprob | None]:
+        return await self._scorer.score(prompt_ids, top)
