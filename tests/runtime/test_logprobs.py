@@ -304,3 +304,44 @@ def test_echo_logprobs_on_the_other_families(arch: str, tiny_model: Any, tmp_pat
             assert value <= 0.0 and value <= max(top.values()) + 1e-6
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.8])
+def test_generated_logprobs_are_the_raw_model_ones(
+    main_server: RuntimeServer, qwen3_dir: Path, tokenizer: Any, temperature: float
+) -> None:
+    """Chat logprobs of generated tokens come from the engine (engine/controls.py): the
+    raw model log-probabilities, before temperature, equal to a plain forward over
+    prompt + answer, streamed and not, with the top alternatives sorted."""
+    client = openai.OpenAI(base_url=f"{main_server.base_url}/v1", api_key=API_KEY, max_retries=0)
+    messages = [{"role": "user", "content": "Tell me about the reconcile loop."}]
+    kwargs: dict[str, Any] = {
+        "model": MODEL, "messages": messages, "max_tokens": 8, "temperature": temperature,
+        "seed": 3, "logprobs": True, "top_logprobs": 3,
+        "extra_body": {"ignore_eos": True, "return_token_ids": True},
+    }  # fmt: skip
+    reply = client.chat.completions.create(**kwargs)
+    choice = reply.choices[0]
+    generated: list[int] = choice.model_extra["token_ids"]  # type: ignore[index]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer.encode(text, add_special_tokens=False)
+    ids = [*prompt, *generated]
+    expected, best = _reference(qwen3_dir, ids)
+    entries = choice.logprobs.content if choice.logprobs else None
+    assert entries is not None and len(entries) == len(generated) == 8
+    for i, entry in enumerate(entries):
+        position = len(prompt) - 1 + i
+        assert entry.logprob == pytest.approx(expected[position], abs=1e-4)
+        assert entry.token == _piece(tokenizer, generated[i])
+        tops = [top.logprob for top in entry.top_logprobs]
+        assert len(tops) == 3 and tops == sorted(tops, reverse=True)
+        assert entry.top_logprobs[0].token == _piece(tokenizer, best[position])
+        if temperature == 0.0:
+            assert generated[i] == best[position]
+    streamed = [
+        entry.logprob
+        for chunk in client.chat.completions.create(stream=True, **kwargs)
+        for part in chunk.choices
+        for entry in (part.logprobs.content if part.logprobs and part.logprobs.content else [])
+    ]
+    assert streamed == pytest.approx([entry.logprob for entry in entries], abs=1e-6)

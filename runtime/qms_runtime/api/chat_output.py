@@ -105,11 +105,13 @@ class ChatStream:
         text: str,
         token_ids: list[int],
         reason: str | None,
+        logprobs: dict[str, Any] | None = None,
     ) -> list[str]:
-        """The SSE chunks of one text delta (token ids and the finish reason on the last)."""
+        """The SSE chunks of one text delta (token ids, log-probabilities and the finish
+        reason on the last; log-probabilities go out even while the text is held back)."""
         deltas = self._deltas(text, reason is not None)
         reason = finish_reason(reason, self.has_calls)
-        if not deltas and reason is None and not meta.return_token_ids:
+        if not deltas and reason is None and not meta.return_token_ids and logprobs is None:
             return []
         deltas = deltas or [{}]
         chunks = []
@@ -124,6 +126,7 @@ class ChatStream:
                     token_ids if last else [],
                     reason if last else None,
                     fields=fields,
+                    logprobs=logprobs if last else None,
                 )
             )
         return chunks

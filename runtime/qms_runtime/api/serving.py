@@ -299,17 +299,15 @@ class OpenAIServing:
                     yield delta_chunk(meta, index, text, [], None, logprobs=logprobs)
             async for delta in self._all_sequences(prepared):
                 generated += len(delta.token_ids)
+                logprobs = shaper.delta(delta.index, delta.text, delta.token_ids, delta.logprobs)
                 if prepared.parsing.active:
                     parser = parsers[delta.index]
-                    for chunk in parser.chunks(
-                        meta, delta.index, delta.text, delta.token_ids, delta.finish_reason
-                    ):
+                    reason = delta.finish_reason
+                    text, ids = delta.text, delta.token_ids
+                    for chunk in parser.chunks(meta, delta.index, text, ids, reason, logprobs):
                         yield chunk
                     continue
                 if delta.text or delta.finish_reason or meta.return_token_ids:
-                    logprobs = shaper.delta(
-                        delta.index, delta.text, delta.token_ids, delta.logprobs
-                    )
                     yield delta_chunk(
                         meta,
                         delta.index,
