@@ -264,12 +264,14 @@ def write_tiny_model(
     seed: int = 0,
     max_positions: int | None = None,
     layers: int | None = None,
+    dtype: str | None = None,
 ) -> Path:
     """Write config, random weights, tokenizer, chat template and SHA256SUMS into `target`.
 
     `max_positions` changes the context (default 512 tiny, 2048 small, 40960 real) without
     changing any weight: RoPE does not depend on it. `layers`: the number of decoder layers
-    instead of the size's own.
+    instead of the size's own. `dtype`: save the weights in that torch dtype (e.g.
+    "bfloat16": half the bytes to write for a big `real` model).
     """
     import torch
     from transformers import AutoTokenizer
@@ -302,6 +304,8 @@ def write_tiny_model(
         _zero_rows_past(model, tokenizer_len)
     if max_positions is not None:
         model.config.get_text_config().max_position_embeddings = max_positions
+    if dtype is not None:
+        model = model.to(getattr(torch, dtype))
     generation = model.generation_config
     generation.eos_token_id = [ids["im_end"], ids["endoftext"]]
     generation.pad_token_id = ids["endoftext"]
