@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--sequential", type=int, default=8)
-    parser.add_argument("--moe-layers", type=int, default=4)
+    parser.add_argument("--moe-layers", type=int, default=2)
     parser.add_argument("--max-batched-tokens", type=int, default=2048)
     parser.add_argument("--only", choices=["dense", "shared-prefix", "moe"], action="append")
     args = parser.parse_args()
@@ -123,6 +123,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="qms-gpu-bench-"))
     print(f"{environment(args.device)}; workdir {workdir}; load {os.getloadavg()[0]:.1f}")
     size = "tiny" if args.quick else "real"
+    shape = "tiny" if args.quick else "Qwen3-0.6B shape"
     dtype = None if args.quick else "bfloat16"
     chosen = args.only or ["dense", "shared-prefix", "moe"]
     out: dict[str, list[dict[str, object]]] = {}
@@ -131,12 +132,12 @@ def main() -> int:
         dense = write_tiny_model(workdir / "qwen3", "qwen3", size, dtype=dtype)
         print(f"dense model written in {time.perf_counter() - t0:.0f}s", flush=True)
         if "dense" in chosen:
-            title = f"dense Qwen3-0.6B shape, {args.requests} x {args.max_tokens}"
+            title = f"dense Qwen3 {size} ({shape}), {args.requests} x {args.max_tokens}"
             workload(title, dense, args, workdir, default_prompts(args.requests), out)
         if "shared-prefix" in chosen:
             words = 40 if args.quick else 1500
             prompts = shared_prefix_prompts(args.requests // 4, 4, words)
-            title = f"shared prefix, Qwen3-0.6B shape, {len(prompts)} requests, {words} words"
+            title = f"shared prefix, Qwen3 {size}, {len(prompts)} requests, {words} words"
             workload(title, dense, args, workdir, prompts, out)
     if "moe" in chosen:
         t0 = time.perf_counter()

@@ -19,11 +19,12 @@ PINS=(
   openai==3.51.0 jiter==0.19.0 distro anyio==4.16.0 sniffio==1.3.1 httpx==0.28.1
   httpcore==1.0.9 psutil==7.2.2 regex==2026.11.19
 )
+# pip matches manylinux_2_N exactly: llguidance 1.9.1 is manylinux_2_31.
+PLATFORMS=(--platform manylinux2014_x86_64 --platform manylinux1_x86_64)
+for n in 12 17 24 27 28 31 34 35; do PLATFORMS+=(--platform "manylinux_2_${n}_x86_64"); done
 for pin in "${PINS[@]}"; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    --platform manylinux1_x86_64 -d .whl "$pin" || echo "WARNING: no wheel for $pin"
+    --implementation cp "${PLATFORMS[@]}" -d .whl "$pin" || echo "WARNING: no wheel for $pin"
 done
 du -sh .whl
 cat <<'CALL'
