@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class Result:
     peak_rss_mb: float
     failures: int
     note: str = ""
+    itl: list[float] = field(default_factory=list)  # gaps between content chunks
 
     @property
     def tokens_per_s(self) -> float:
@@ -91,22 +92,31 @@ class RssWatcher:
             await asyncio.sleep(0.05)
 
 
+Messages = list[dict[str, str]]
+Outcome = tuple[int, float, float, list[float]]
+
+
+def default_prompts(count: int) -> list[Messages]:
+    return [[{"role": "user", "content": q}] for q in QUESTIONS[:count]]
+
+
 async def _one_request(
     client: httpx.AsyncClient,
     model: str,
-    question: str,
+    messages: Messages,
     max_tokens: int,
     extra: dict[str, Any],
     close_after: int | None = None,
-) -> tuple[int, float, float]:
-    """(tokens, time to first token, end to end) of one streamed chat completion.
+) -> Outcome:
+    """(tokens, time to first token, end to end, inter-chunk gaps) of one streamed chat
+    completion.
 
     `close_after`: stop reading (close the connection) after that many content chunks,
     for a server that does not honour max_tokens; the server then cancels the rest.
     """
     body = {
         "model": model,
-        "messages": [{"role": "user", "content": question}],
+        "messages": messages,
         "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,
@@ -116,6 +126,8 @@ async def _one_request(
     start = time.perf_counter()
     first = 0.0
     chunks = 0
+    last = 0.0
+    gaps: list[float] = []
     usage_tokens = None
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
@@ -128,14 +140,19 @@ async def _one_request(
             for choice in payload.get("choices") or []:
                 if (choice.get("delta") or {}).get("content"):
                     chunks += 1
+                    now = time.perf_counter()
                     if not first:
-                        first = time.perf_counter() - start
+                        first = now - start
+                    else:
+                        gaps.append(now - last)
+                    last = now
             if close_after is not None and chunks >= close_after:
-                return chunks, first, time.perf_counter() - start
+                return chunks, first, time.perf_counter() - start, gaps
     return (
         (usage_tokens if usage_tokens is not None else chunks),
         first,
         time.perf_counter() - start,
+        gaps,
     )
 
 
@@ -147,26 +164,29 @@ async def load_server(
     args: argparse.Namespace,
     extra: dict[str, Any],
     close_after: int | None = None,
+    prompts: list[Messages] | None = None,
 ) -> Result:
     watcher = RssWatcher(pid)
+    prompts = prompts or default_prompts(args.requests)
     limits = httpx.Limits(max_connections=args.concurrency * 2)
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
-        await _one_request(client, model, "warm up", 4, extra)  # first-request costs out
+        warm = [{"role": "user", "content": "warm up"}]
+        await _one_request(client, model, warm, 4, extra)  # first-request costs out
         semaphore = asyncio.Semaphore(args.concurrency)
         sampler = asyncio.create_task(watcher.run())
 
-        async def bounded(question: str) -> tuple[int, float, float] | None:
+        async def bounded(messages: Messages) -> Outcome | None:
             async with semaphore:
                 try:
                     return await _one_request(
-                        client, model, question, args.max_tokens, extra, close_after
+                        client, model, messages, args.max_tokens, extra, close_after
                     )
                 except httpx.HTTPError as error:
                     print(f"  {name}: request failed: {error!r}", file=sys.stderr)
                     return None
 
         start = time.perf_counter()
-        outcomes = await asyncio.gather(*(bounded(q) for q in QUESTIONS[: args.requests]))
+        outcomes = await asyncio.gather(*(bounded(m) for m in prompts))
         wall = time.perf_counter() - start
         sampler.cancel()
     done = [o for o in outcomes if o is not None]
@@ -178,6 +198,7 @@ async def load_server(
         e2e=[o[2] for o in done],
         peak_rss_mb=watcher.peak / 2**20,
         failures=len(outcomes) - len(done),
+        itl=[gap for o in done for gap in o[3]],
     )
 
 
@@ -218,12 +239,15 @@ def run_qms(
     close_after: int | None = None,
     runtime_src: Path | None = None,
     name: str = "qms",
+    env_extra: dict[str, str] | None = None,
+    prompts: list[Messages] | None = None,
 ) -> Result:
     """QMS on `model_dir` under the load of `args`; `runtime_src`: serve the qms_runtime
     package from that folder instead of the installed one (bench/runtime_ab.py)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
     env.update(QMS_LOG_FORMAT="text", QMS_MAX_BATCH_SIZE=str(args.concurrency))
+    env.update(env_extra or {})
     if runtime_src is not None:
         env["PYTHONPATH"] = str(runtime_src)
     command = [sys.executable, "-m", "qms_runtime.cli", "serve", "--model-dir", str(model_dir),
@@ -238,7 +262,9 @@ def run_qms(
             name = f"qms (closed after {close_after})"
         url = f"http://127.0.0.1:{port}"
         return asyncio.run(
-            load_server(name, url, process.pid, model_dir.name, args, extra or {}, close_after)
+            load_server(
+                name, url, process.pid, model_dir.name, args, extra or {}, close_after, prompts
+            )
         )
     finally:
         stop_process(process)
@@ -250,21 +276,19 @@ def run_transformers_serve(
     workdir: Path,
     continuous: bool,
     close_after: int | None = None,
+    cb_args: tuple[str, ...] = ("--cb-num-blocks", "512", "--cb-max-batch-tokens", "512"),
+    prompts: list[Messages] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> Result:
     port = free_port()
-    cli = Path(sys.executable).with_name("transformers")
+    cli = (sys.executable, "-m", "transformers.cli.transformers")  # the importable one
     command = [
-        *(str(cli), "serve", str(model_dir), "--device", "cpu", "--dtype", "float32"),
+        *(*cli, "serve", str(model_dir), "--device", device, "--dtype", dtype),
         *("--host", "127.0.0.1", "--port", str(port), "--attn-implementation", "sdpa"),
     ]
     if continuous:
-        command += [
-            "--continuous-batching",
-            "--cb-num-blocks",
-            "512",
-            "--cb-max-batch-tokens",
-            "512",
-        ]
+        command += ["--continuous-batching", *cb_args]
     log = workdir / f"tserve-{model_dir.name}-{'cb' if continuous else 'seq'}.log"
     process = start_process(command, log, dict(os.environ))
     name = "transformers serve" + (" --continuous-batching" if continuous else "")
@@ -274,15 +298,24 @@ def run_transformers_serve(
             name += f" (closed after {close_after})"
         url = f"http://127.0.0.1:{port}"
         return asyncio.run(
-            load_server(name, url, process.pid, str(model_dir), args, {}, close_after)
+            load_server(name, url, process.pid, str(model_dir), args, {}, close_after, prompts)
         )
     finally:
         stop_process(process)
 
 
-def run_sequential(model_dir: Path, args: argparse.Namespace, workdir: Path) -> Result:
+def run_sequential(
+    model_dir: Path,
+    args: argparse.Namespace,
+    workdir: Path,
+    prompts: list[Messages] | None = None,
+    device: str = "cpu",
+) -> Result:
+    """One `generate` at a time over `prompts` (default: the first args.requests questions)."""
     out = workdir / f"sequential-{model_dir.name}.json"
-    command = sequential_worker_command(model_dir, args.requests, args.max_tokens, out)
+    prompts_file = workdir / f"sequential-{model_dir.name}-prompts.json"
+    prompts_file.write_text(json.dumps(prompts or default_prompts(args.requests)))
+    command = sequential_worker_command(model_dir, prompts_file, args.max_tokens, out, device)
     log = workdir / f"sequential-{model_dir.name}.log"
     process = start_process(command, log, dict(os.environ))
     watcher = RssWatcher(process.pid)
@@ -300,25 +333,32 @@ def run_sequential(model_dir: Path, args: argparse.Namespace, workdir: Path) -> 
         e2e=data["e2e"],
         peak_rss_mb=watcher.peak / 2**20,
         failures=0,
+        itl=data.get("itl", []),
     )
 
 
 def report(title: str, results: list[Result], pairs: list[tuple[int, int]] | None = None) -> None:
     """A table of the peers, then the tok/s ratio of each pair (default: first vs others)."""
     print(f"\n## {title}")
-    columns = ("tokens", "tok/s", "TTFT p50", "TTFT p99", "e2e p50", "e2e p99", "RSS MB", "fail")
-    widths = (6, 8, 9, 9, 8, 8, 7, 4)
+    columns = ("tokens", "tok/s", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "e2e p50",
+               "e2e p99", "RSS MB", "fail")  # fmt: skip
+    widths = (6, 8, 9, 9, 8, 8, 8, 8, 7, 4)
     print(f"{'peer':40} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
     for r in results:
         print(
             f"{r.name:40} {r.tokens:6d} {r.tokens_per_s:8.1f} {percentile(r.ttft, 50):9.3f} "
-            f"{percentile(r.ttft, 99):9.3f} {percentile(r.e2e, 50):8.2f} "
+            f"{percentile(r.ttft, 99):9.3f} {percentile(r.itl, 50):8.3f} "
+            f"{percentile(r.itl, 99):8.3f} {percentile(r.e2e, 50):8.2f} "
             f"{percentile(r.e2e, 99):8.2f} {r.peak_rss_mb:7.0f} {r.failures:4d}"
         )
     for a, b in pairs or [(0, i) for i in range(1, len(results))]:
         if results[b].tokens_per_s:
             ratio = results[a].tokens_per_s / results[b].tokens_per_s
-            print(f"{results[a].name} / {results[b].name}: {ratio:.2f}x tokens/s")
+            ttft = percentile(results[a].ttft, 99) / percentile(results[b].ttft, 99)
+            print(
+                f"{results[a].name} / {results[b].name}: {ratio:.2f}x tokens/s, "
+                f"{ttft:.2f}x TTFT p99"
+            )
 
 
 def main() -> int:

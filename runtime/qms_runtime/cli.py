@@ -47,6 +47,7 @@ def _add_tiny_model(sub: Any) -> None:
     tiny.add_argument("--arch", choices=ARCHS, default="qwen3")
     tiny.add_argument("--size", choices=SIZES, default="tiny")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--layers", type=int, default=None, help="decoder layers (default: by size)")
 
 
 def _add_download(sub: Any) -> None:
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         from qms_runtime.tools.tiny_model import write_tiny_model
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        write_tiny_model(args.directory, args.arch, args.size, args.seed)
+        write_tiny_model(args.directory, args.arch, args.size, args.seed, layers=args.layers)
         print(f"wrote {args.size} {args.arch} model to {args.directory}")
         return 0
     from qms_runtime.tools.demo import run_demo

@@ -41,6 +41,7 @@ class RuntimeMetrics:
         ProcessCollector(registry=self.registry)
         labels = ["model_name"]
         self._model = model_name
+        self.model_name = model_name
         self.running = Gauge(
             "vllm:num_requests_running",
             "Sequences in the running batch.",
@@ -103,7 +104,13 @@ class RuntimeMetrics:
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
-        for gauge in (self.running, self.waiting, self.kv_cache_usage):
+        self.prefix_caching = Gauge(
+            "qms_prefix_caching",
+            "1 when the engine shares the KV-cache pages of common prompt prefixes, else 0.",
+            labels,
+            registry=self.registry,
+        )
+        for gauge in (self.running, self.waiting, self.kv_cache_usage, self.prefix_caching):
             gauge.labels(model_name).set(0)
 
     def bind_engine_gauges(

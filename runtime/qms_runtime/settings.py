@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantization = Literal["none", "int8"]
 LogFormat = Literal["json", "text"]
+Scheduler = Literal["fifo", "prefill_first"]
 
 
 class RuntimeSettings(BaseSettings):
@@ -82,6 +83,31 @@ class RuntimeSettings(BaseSettings):
         "larger: 413.",
     )
     page_size: int = Field(default=32, ge=4, description="KV-cache page size in tokens (CPU).")
+    prefix_caching: bool = Field(
+        default=True,
+        description="Share the KV-cache pages of a prompt prefix already in the cache (a "
+        "common system prompt, earlier turns) instead of computing them again; in effect "
+        "only when every layer of the model is full attention (logged at start).",
+    )
+    scheduler: Scheduler = Field(
+        default="fifo",
+        description="Batch scheduling: fifo (decoding sequences first, then prefills in "
+        "arrival order) or prefill_first (new prompts first: lower time to first token, "
+        "slower decoding while prompts arrive).",
+    )
+    kv_cache_blocks: int | None = Field(
+        default=None,
+        ge=1,
+        description="KV-cache pages (of page_size tokens); default on CPU: a full batch of "
+        "full-length sequences, on GPU: from kv_cache_memory_fraction.",
+    )
+    kv_cache_memory_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="GPU: fraction of free GPU memory for the KV cache; default: "
+        "transformers' (0.8 to 0.9).",
+    )
     warmup: bool = Field(default=True, description="Run one short generation before ready.")
     check_fit: bool = Field(
         default=True,

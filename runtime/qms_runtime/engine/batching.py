@@ -48,6 +48,16 @@ log = logging.getLogger(__name__)
 _CPU_MAX_BATCHED_TOKENS = 512
 
 
+def _all_full_attention(config: Any) -> bool:
+    """Whether every layer is full attention: transformers shares prefix pages only then
+    (its sliding-window page allocator cannot share). Its grouping, from the config."""
+    text = config.get_text_config()
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types is None:
+        return getattr(text, "sliding_window", None) is None
+    return all(kind == "full_attention" for kind in layer_types)
+
+
 class Admission:
     """Slots held by one HTTP request; `release()` is idempotent."""
 
@@ -118,12 +128,19 @@ class Engine:
             # at the batch on the host at every step; a captured CUDA graph would replay
             # the first batch's decisions. So no graphs, also when flash attention is used.
             use_cuda_graph=False,
+            allow_block_sharing=settings.prefix_caching,
+            scheduler_type=settings.scheduler,
         )
+        if settings.kv_cache_blocks is not None:
+            cb_kwargs.update(num_blocks=settings.kv_cache_blocks)
+        if on_gpu and settings.kv_cache_memory_fraction is not None:
+            cb_kwargs.update(max_memory_percent=settings.kv_cache_memory_fraction)
         if not on_gpu:
             # No memory probing on CPU: room for a full batch of full-length sequences.
             page = settings.page_size
             blocks = math.ceil(settings.max_batch_size * loaded.max_model_len / page) + 4
-            cb_kwargs.update(page_size=page, num_blocks=blocks, use_async_batching=False)
+            cb_kwargs.setdefault("num_blocks", blocks)
+            cb_kwargs.update(page_size=page, use_async_batching=False)
         manager = loaded.model.init_continuous_batching(
             generation_config=generation_config,
             continuous_batching_config=cb_config_cls(**cb_kwargs),
@@ -137,7 +154,15 @@ class Engine:
         manager.start()
         self._manager = manager
         self._metrics.bind_engine_gauges(self.running, self.waiting, self.kv_cache_usage)
-        log.info("continuous batching started: %s", cb_kwargs)
+        sharing = settings.prefix_caching and _all_full_attention(loaded.model.config)
+        self._metrics.prefix_caching.labels(self._metrics.model_name).set(int(sharing))
+        if sharing:
+            state = "on"
+        elif settings.prefix_caching:
+            state = "off (the model has sliding-window layers)"
+        else:
+            state = "off (prefix_caching is false)"
+        log.info("continuous batching started: %s; prefix caching %s", cb_kwargs, state)
 
     @staticmethod
     def _adjust_rows(rows: list[tuple[Any, int]], scores: Any) -> Any:

@@ -1,8 +1,19 @@
 """`qms-runtime tiny-model`: real Qwen configs shrunk, random weights, a fresh tokenizer.
 
-Used by the tests, the demo and the benchmark. Two sizes: `tiny` (hidden 64, 2 layers:
-fast tests) and `small` (about 20M parameters for the dense model: benchmarks). The Omni
-model also gets its processor configs (tiny_processor.py), so it takes images and audio.
+Used by the tests, the demo and the benchmark. Three sizes: `tiny` (hidden 64, 2 layers:
+fast tests), `small` (about 20M parameters for the dense model: benchmarks) and `real`
+(benchmarks at real shapes, random weights): `qwen3` gets Qwen3-0.6B's shape (28 layers,
+hidden 1024, vocab 151,936, tied embeddings), `qwen3_moe` Qwen3-30B-A3B's layer shape
+(hidden 2048, 128 experts, 8 active) with `layers` layers (default 1; the real one has 48).
+The Omni model also gets its processor configs (tiny_processor.py), so it takes images and
+audio.
+
+The tokenizer is the small trained one (4096 tokens) at every size. A `real` model's
+vocabulary is 151,936 rows, so its output rows past the tokenizer are zeroed: their logit
+is 0 while the maximum of 4096 random logits is positive, so greedy decoding only ever
+picks ids the tokenizer can decode (an id past the tokenizer decodes to "" and would never
+reach the client as text; it does not crash). The vocabulary-sized matmul, logits and
+sampling stay full size.
 """
 
 from __future__ import annotations
@@ -17,9 +28,10 @@ from qms_runtime.tools.tiny_processor import MEDIA_TOKENS, add_media_tokens, wri
 from qms_runtime.tools.tiny_tokenizer import ENDOFTEXT, IM_END, IM_START, train_tokenizer
 
 Arch = Literal["qwen3", "qwen3_moe", "qwen3_omni_moe"]
-Size = Literal["tiny", "small"]
+Size = Literal["tiny", "small", "real"]
 ARCHS: tuple[Arch, ...] = ("qwen3", "qwen3_moe", "qwen3_omni_moe")
-SIZES: tuple[Size, ...] = ("tiny", "small")
+SIZES: tuple[Size, ...] = ("tiny", "small", "real")
+REAL_VOCAB = 151_936
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +63,41 @@ _DIMS: dict[Size, dict[str, int]] = {
         max_pos=2048,
     ),
 }
+# `real`: the published configs' shapes (Qwen/Qwen3-0.6B, Qwen/Qwen3-30B-A3B config.json).
+_REAL: dict[str, dict[str, int]] = {
+    "qwen3": dict(hidden=1024, inter=3072, layers=28, heads=16, kv=8, head_dim=128),
+    "qwen3_moe": dict(
+        hidden=2048,
+        inter=6144,
+        layers=1,
+        heads=32,
+        kv=4,
+        head_dim=128,
+        experts=128,
+        top_k=8,
+        moe_inter=768,
+    ),
+}
+_REAL_MAX_POS = 40_960
 
 
 def _round_up(value: int, multiple: int) -> int:
     return (value + multiple - 1) // multiple * multiple
 
 
-def _text_config(size: Size, vocab: int, moe: bool) -> dict[str, Any]:
-    d = _DIMS[size]
+def _dims(arch: Arch, size: Size, layers: int | None) -> dict[str, int]:
+    if size != "real":
+        d = dict(_DIMS[size])
+    elif arch in _REAL:
+        d = dict(_REAL[arch], vocab=REAL_VOCAB, max_pos=_REAL_MAX_POS)
+    else:
+        raise ValueError(f"size 'real' is for qwen3 and qwen3_moe, not {arch}")
+    if layers is not None:
+        d["layers"] = layers
+    return d
+
+
+def _text_config(d: dict[str, int], vocab: int, moe: bool) -> dict[str, Any]:
     config: dict[str, Any] = dict(
         vocab_size=vocab,
         hidden_size=d["hidden"],
@@ -81,12 +120,12 @@ def _text_config(size: Size, vocab: int, moe: bool) -> dict[str, Any]:
     return config
 
 
-def _omni_config(size: Size, vocab: int, ids: dict[str, int]) -> Any:
+def _omni_config(d: dict[str, int], vocab: int, ids: dict[str, int]) -> Any:
     """Qwen3-Omni-MoE: thinker (text + audio + vision encoders), talker and code2wav."""
     from transformers import Qwen3OmniMoeConfig
 
     mrope = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}
-    text = _text_config(size, vocab, moe=True) | {"rope_parameters": mrope | {"interleaved": True}}
+    text = _text_config(d, vocab, moe=True) | {"rope_parameters": mrope | {"interleaved": True}}
     hidden = text["hidden_size"]
     # Multimodal placeholders are special tokens of the tokenizer (tiny_processor.MEDIA_TOKENS).
     media = dict(
@@ -195,34 +234,52 @@ def _omni_config(size: Size, vocab: int, ids: dict[str, int]) -> Any:
     )
 
 
-def _build_model(arch: Arch, size: Size, vocab: int, ids: dict[str, int]) -> Any:
+def _build_model(arch: Arch, d: dict[str, int], vocab: int, ids: dict[str, int]) -> Any:
     import transformers
 
     if arch == "qwen3":
-        config = transformers.Qwen3Config(**_text_config(size, vocab, moe=False))
+        config = transformers.Qwen3Config(**_text_config(d, vocab, moe=False))
         config.tie_word_embeddings = True
         return transformers.Qwen3ForCausalLM(config)
     if arch == "qwen3_moe":
         return transformers.Qwen3MoeForCausalLM(
-            transformers.Qwen3MoeConfig(**_text_config(size, vocab, moe=True))
+            transformers.Qwen3MoeConfig(**_text_config(d, vocab, moe=True))
         )
-    return transformers.Qwen3OmniMoeForConditionalGeneration(_omni_config(size, vocab, ids))
+    return transformers.Qwen3OmniMoeForConditionalGeneration(_omni_config(d, vocab, ids))
+
+
+def _zero_rows_past(model: Any, tokenizer_len: int) -> None:
+    """Output (and, tied, input) embedding rows past the tokenizer to 0: see the module doc."""
+    import torch
+
+    with torch.no_grad():
+        model.get_output_embeddings().weight[tokenizer_len:] = 0
+        model.get_input_embeddings().weight[tokenizer_len:] = 0
 
 
 def write_tiny_model(
-    target: Path, arch: Arch, size: Size = "tiny", seed: int = 0, max_positions: int | None = None
+    target: Path,
+    arch: Arch,
+    size: Size = "tiny",
+    seed: int = 0,
+    max_positions: int | None = None,
+    layers: int | None = None,
+    dtype: str | None = None,
 ) -> Path:
     """Write config, random weights, tokenizer, chat template and SHA256SUMS into `target`.
 
-    `max_positions` raises the context (default 512 tiny, 2048 small) without changing any
-    weight: RoPE does not depend on it.
+    `max_positions` changes the context (default 512 tiny, 2048 small, 40960 real) without
+    changing any weight: RoPE does not depend on it. `layers`: the number of decoder layers
+    instead of the size's own. `dtype`: save the weights in that torch dtype (e.g.
+    "bfloat16": half the bytes to write for a big `real` model).
     """
     import torch
     from transformers import AutoTokenizer
 
     target.mkdir(parents=True, exist_ok=True)
     omni = arch == "qwen3_omni_moe"
-    tokenizer_len = train_tokenizer(target, _DIMS[size]["vocab"])
+    dims = _dims(arch, size, layers)
+    tokenizer_len = train_tokenizer(target, min(dims["vocab"], _DIMS["small"]["vocab"]))
     tokenizer = AutoTokenizer.from_pretrained(str(target))
     if omni:
         tokenizer = add_media_tokens(target)
@@ -239,10 +296,16 @@ def write_tiny_model(
         ids.update({name: tokenizer.convert_tokens_to_ids(t) for name, t in MEDIA_TOKENS.items()})
     ids["tts"] = tokenizer_len
     vocab = _round_up(tokenizer_len + (3 if omni else 0), 64)
+    if size == "real":
+        vocab = dims["vocab"]
     torch.manual_seed(seed)
-    model = _build_model(arch, size, vocab, ids)
+    model = _build_model(arch, dims, vocab, ids)
+    if vocab > tokenizer_len and size == "real":
+        _zero_rows_past(model, tokenizer_len)
     if max_positions is not None:
         model.config.get_text_config().max_position_embeddings = max_positions
+    if dtype is not None:
+        model = model.to(getattr(torch, dtype))
     generation = model.generation_config
     generation.eos_token_id = [ids["im_end"], ids["endoftext"]]
     generation.pad_token_id = ids["endoftext"]
@@ -250,7 +313,8 @@ def write_tiny_model(
     model.save_pretrained(str(target))
     params = sum(p.numel() for p in model.parameters())
     (target / "qms-tiny-model.json").write_text(
-        json.dumps({"arch": arch, "size": size, "seed": seed, "parameters": params}) + "\n",
+        json.dumps(dict(arch=arch, size=size, seed=seed, layers=dims["layers"], parameters=params))
+        + "\n",
         encoding="utf-8",
     )
     if omni:
