@@ -9,7 +9,8 @@ request. An import-linter contract forbids `transformers.generation.continuous_b
 else in the runtime.
 
 What is used, and why:
-- the manager's `_generation_step` (wrapped: batch size and step count per step),
+- the manager's `_generation_step` (wrapped: batch size and step count per step), and
+  `ModelRunner._sample` (argmax when every row is one-hot: use_argmax_when_one_hot),
   `batch_processor.inputs_and_outputs.num_request_in_batch`, `.scheduler.active_requests`
   and `.cache.compute_free_capacity()` (the vllm: gauges);
 - `output_router._lock` / `.result_handlers` (the manager removes the handler of a
@@ -69,6 +70,10 @@ def check_transformers() -> None:
     for method in ("_generation_step", "pause", "register_result_handler", "cancel_request"):
         if not callable(getattr(ContinuousBatchingManager, method, None)):
             raise _missing(f"ContinuousBatchingManager.{method}")
+    from transformers.generation.continuous_batching.model_runner import ModelRunner
+
+    if not callable(getattr(ModelRunner, "_sample", None)):
+        raise _missing("continuous_batching.model_runner.ModelRunner._sample")
 
 
 def check_manager(manager: Any) -> None:
@@ -214,12 +219,17 @@ def use_sequence_controls(
 
         def prepare_tensor_args(self, requests_with_new_token: list[Any]) -> torch.Tensor:
             rows = []
+            one_hot = True  # every row greedy (top-k 1) or picked by `pick`
             for row, request in enumerate(requests_with_new_token):
-                key = request.state.logit_processor_kwargs.get("qms_sequence")
+                kwargs = request.state.logit_processor_kwargs
+                key = kwargs.get("qms_sequence")
                 controls = lookup(key) if key is not None else None
                 if controls is not None:
                     rows.append((row, controls, int(request.state.position_offset)))
+                elif kwargs.get("top_k") != 1:
+                    one_hot = False
             shared["rows"], shared["index"] = rows, None
+            processors.qms_one_hot = one_hot  # read by the sampler (use_argmax_when_one_hot)
             return torch.empty(0, dtype=torch.int32)  # nothing to send to the device
 
         def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
@@ -235,11 +245,41 @@ def use_sequence_controls(
             return apply(pick, scores)
 
     processors = manager.logit_processor  # a ContinuousBatchingLogitsProcessorList
+    processors.qms_one_hot = False
     processors.logits_processor.insert(0, Adjust())
     processors.logits_processor.append(Pick())
     processors.tensors_required += 2  # one int32 row per CB processor in the IO's bulk tensor
     processors.supported_keys.update(Adjust.supported_kwargs)  # check_kwargs accepts the key
     processors.do_processing = True
+
+
+def use_argmax_when_one_hot() -> None:
+    """Sample by argmax when every row of the batch is one-hot after the processors.
+
+    The manager samples with `multinomial` over the whole vocabulary because its sampling
+    mode is global; greedy rows (top-k 1) and rows QMS picked are one-hot by then, where
+    argmax returns the same token for a fraction of the cost (at a 151,936-token
+    vocabulary and 16 rows on CPU: ~16 ms instead of ~320 ms a step). Patches the
+    ModelRunner class once; each runner reads the flag its own processor list carries
+    (`qms_one_hot`, set by use_sequence_controls for the rows of the next forward).
+    """
+    from transformers.generation.continuous_batching import model_runner
+
+    runner: Any = model_runner.ModelRunner
+    if getattr(runner, "_qms_argmax", False):
+        return
+    original = runner._sample
+
+    def _sample(self: Any, scores: torch.Tensor, output_ids: torch.Tensor) -> None:
+        one_hot = getattr(self.logit_processor, "qms_one_hot", False)
+        if not one_hot or self.return_logprobs:
+            original(self, scores, output_ids)
+            return
+        next_tokens = scores[0].argmax(dim=-1)  # [num_logits]
+        output_ids[0, : next_tokens.size(0)].copy_(next_tokens)
+
+    runner._sample = _sample
+    runner._qms_argmax = True
 
 
 # --------------------------------------------------------------------- Qwen3-Omni

@@ -218,3 +218,16 @@ def test_media_requests_run_the_same_controls(server: tuple[str, Path, RuntimeSe
     assert eos not in held["choices"][0]["token_ids"][:4]
     status, refused = ask(logprobs=True)
     assert (status, refused["error"]["param"]) == (400, "logprobs")
+
+
+def test_more_than_four_stop_strings(server: tuple[str, Path, RuntimeServer]) -> None:
+    """lm-eval sends more stop strings than OpenAI's 4: the eighth one stops the text."""
+    _, _, srv = server
+    body = _body(srv, ignore_eos=True)
+    whole = httpx.post(f"{srv.base_url}/v1/completions", json=body).json()["choices"][0]["text"]
+    cut = whole[len(whole) // 2 :][:2]
+    assert cut.strip(), whole
+    stops = [f"never-{i}" for i in range(7)] + [cut]
+    body = _body(srv, ignore_eos=True, stop=stops)
+    choice = httpx.post(f"{srv.base_url}/v1/completions", json=body).json()["choices"][0]
+    assert (choice["text"], choice["finish_reason"]) == (whole[: whole.index(cut)], "stop")

@@ -162,3 +162,20 @@ def test_bad_schema_is_a_400_naming_response_format(server: RuntimeServer) -> No
     response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"].startswith("response_format")
+
+
+@pytest.mark.parametrize("server", ["qwen3_omni_moe"], indirect=True)
+def test_media_request_answers_valid_json(server: RuntimeServer) -> None:
+    """The media path (plain `generate`) runs the same grammar as the batch."""
+    from media_support import chat, image_part, png
+
+    schema = SCHEMAS[1]
+    for seed in range(3):
+        body = chat([image_part(png(32, 32, seed)), {"type": "text", "text": "Describe it."}])
+        body.update(model="tiny", max_tokens=160, temperature=1.0, seed=seed,
+                    response_format=_format(schema))  # fmt: skip
+        response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=300)
+        assert response.status_code == 200, response.text
+        choice = response.json()["choices"][0]
+        assert choice["finish_reason"] == "stop", choice
+        jsonschema.validate(json.loads(choice["message"]["content"]), schema)

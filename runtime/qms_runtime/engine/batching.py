@@ -147,6 +147,7 @@ class Engine:
         )
         compat.check_manager(manager)
         compat.use_fast_warpers(manager)
+        compat.use_argmax_when_one_hot()
         compat.use_sequence_controls(
             manager, self._controls.get, self._adjust_rows, self._pick_rows
         )
