@@ -231,3 +231,23 @@ def test_more_than_four_stop_strings(server: tuple[str, Path, RuntimeServer]) ->
     body = _body(srv, ignore_eos=True, stop=stops)
     choice = httpx.post(f"{srv.base_url}/v1/completions", json=body).json()["choices"][0]
     assert (choice["text"], choice["finish_reason"]) == (whole[: whole.index(cut)], "stop")
+
+
+def test_the_openai_client_sends_them_too(server: tuple[str, Path, RuntimeServer]) -> None:
+    """The same parameters through the official client (OpenAI's as arguments, vLLM's in
+    extra_body) give the raw-HTTP answers."""
+    import openai
+
+    _, _, srv = server
+    client = openai.OpenAI(base_url=f"{srv.base_url}/v1", api_key="unused", max_retries=0)
+    fields: dict[str, Any] = {"logit_bias": {"77": 3}, "frequency_penalty": 2.0}
+    extra = {"min_tokens": 3, "top_k": 5, "repetition_penalty": 1.5, "ignore_eos": True,
+             "return_token_ids": True}  # fmt: skip
+    raw, _ = _tokens(srv, temperature=0.9, seed=4, **fields, **extra)
+    reply = client.completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=MAX, temperature=0.9, seed=4,
+        extra_body=extra, **fields,
+    )  # fmt: skip
+    assert reply.choices[0].model_extra["token_ids"] == raw  # type: ignore[index]
+    plain, _ = _tokens(srv, temperature=0.9, seed=4, ignore_eos=True)
+    assert raw != plain
