@@ -86,6 +86,7 @@ CASES = [
     Case("store true refused", CHAT, chat(store=True), 400, "store"),
     Case("suffix refused", COMPLETIONS, completion(suffix="end"), 400, "suffix", "unsupported_parameter"),
     Case("logit_bias key not a token id", CHAT, chat(logit_bias={"hello": 1}), 400, "logit_bias"),
+    Case("logit_bias key a superscript digit", CHAT, chat(logit_bias={"\u00b2": 1}), 400, "logit_bias"),
     Case("logit_bias out of range", CHAT, chat(logit_bias={"5": 101}), 400, "logit_bias"),
     Case("logit_bias token past vocab", CHAT, chat(logit_bias={str(10**6): 1}), 400, "logit_bias"),
     Case("stop_token_ids past vocab", COMPLETIONS, completion(stop_token_ids=[10**6]), 400, "stop_token_ids"),

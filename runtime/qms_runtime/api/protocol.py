@@ -258,7 +258,7 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _check_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key, bias in (value or {}).items():
-            if not key.isdigit():
+            if not (key.isascii() and key.isdigit()):  # "²".isdigit() is True, int() fails
                 raise ValueError(f"keys must be token ids, got {key[:40]!r}")
             if not -100.0 <= bias <= 100.0:
                 raise ValueError(f"bias of token {key} must be in [-100, 100]")
