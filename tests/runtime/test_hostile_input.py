@@ -418,6 +418,8 @@ def _at(body: dict[str, Any], draw: st.DrawFn) -> tuple[Any, Any]:
             return messages, 0
         if isinstance(message.get("content"), list) and message["content"] and draw(st.booleans()):
             part = message["content"][0]
+            if not isinstance(part, dict):  # an earlier mutation replaced it
+                return message["content"], 0
             return part, draw(st.sampled_from(["type", "text", "image_url", "input_audio"]))
         return message, draw(st.sampled_from(MESSAGE_FIELDS))
     return body, draw(st.sampled_from(FIELDS))
@@ -429,7 +431,9 @@ def mutated_request(draw: st.DrawFn) -> tuple[str, bytes, str]:
     for _ in range(draw(st.integers(1, 3))):
         container, key = _at(body, draw)
         action = draw(st.sampled_from(["set", "set", "delete", "wrap-deep"]))
-        if action == "delete":
+        if action == "delete" and isinstance(container, list):
+            del container[key]  # key 0 of a non-empty list (see _at)
+        elif action == "delete":
             container.pop(key, None)
         elif action == "wrap-deep":  # spliced in as text below: too deep for json.dumps
             container[key] = f"{DEEP}{draw(st.sampled_from([5, 40, 2000]))}"
