@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from runtime_support import ARCHS, RuntimeServer, start_server
+from runtime_support import ARCHS, RuntimeServer, start_server, text_model
 
 pytestmark = pytest.mark.runtime
 
@@ -39,15 +39,7 @@ def _reference(arch: str, model_dir: Path) -> Reference:
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
-    if arch == "qwen3_omni_moe":
-        owner = transformers.Qwen3OmniMoeForConditionalGeneration.from_pretrained(
-            str(model_dir), enable_audio_output=False
-        )
-        model = owner.thinker
-        eos = owner.generation_config.eos_token_id  # the thinker's own config has none
-    else:
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir))
-        eos = model.generation_config.eos_token_id
+    model, eos = text_model(arch, model_dir)
     prompts, outputs = [], []
     for question in QUESTIONS:
         text = tokenizer.apply_chat_template(

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from runtime_support import ARCHS, RuntimeServer, start_server
+from runtime_support import ARCHS, RuntimeServer, start_server, text_model
 
 pytestmark = pytest.mark.runtime
 
@@ -140,24 +140,13 @@ def _eos_ids(model_dir: Path) -> list[int]:
     return eos if isinstance(eos, list) else [eos]
 
 
-def _load(arch: str, model_dir: Path) -> Any:
-    import transformers
-
-    if arch == "qwen3_omni_moe":
-        owner = transformers.Qwen3OmniMoeForConditionalGeneration.from_pretrained(
-            str(model_dir), enable_audio_output=False
-        )
-        return owner.thinker
-    return transformers.AutoModelForCausalLM.from_pretrained(str(model_dir))
-
-
 def _penalised_references(
     arch: str, model_dir: Path, cases: list[dict[str, float]]
 ) -> list[list[int]]:
     from transformers import LogitsProcessor, LogitsProcessorList
 
     prompt = _prompt_ids(model_dir)
-    model = _load(arch, model_dir)
+    model, _ = text_model(arch, model_dir)
 
     class Penalties(LogitsProcessor):
         def __init__(self, case: dict[str, float]) -> None:

@@ -142,22 +142,24 @@ async def completions(request: Request) -> Response:
     return await _generate(request, "completion")
 
 
-@router.post("/tokenize")
-async def tokenize(request: Request) -> Response:
+async def _tokenization(request: Request) -> tuple[Any, Any]:
+    """The tokenizer endpoints' checked body and their handler."""
     state = _state(request)
     _check_api_key(state, request)
     serving = state.require_serving()
-    body = await _read_json(request, state.settings.max_request_bytes)
-    return JSONResponse(serving.tokenization.tokenize(body))
+    return await _read_json(request, state.settings.max_request_bytes), serving.tokenization
+
+
+@router.post("/tokenize")
+async def tokenize(request: Request) -> Response:
+    body, tokenization = await _tokenization(request)
+    return JSONResponse(tokenization.tokenize(body))
 
 
 @router.post("/detokenize")
 async def detokenize(request: Request) -> Response:
-    state = _state(request)
-    _check_api_key(state, request)
-    serving = state.require_serving()
-    body = await _read_json(request, state.settings.max_request_bytes)
-    return JSONResponse(serving.tokenization.detokenize(body))
+    body, tokenization = await _tokenization(request)
+    return JSONResponse(tokenization.detokenize(body))
 
 
 @router.get("/v1/models")
