@@ -218,6 +218,9 @@ def network_up(lay: NodeLayout) -> None:
     saved = lay.root / "ip_forward.saved"
     if not saved.exists():
         saved.write_text(Path("/proc/sys/net/ipv4/ip_forward").read_text())
+    known = lay.root / "netns.before"
+    if not known.exists():
+        known.write_text("".join(f"{name}\n" for name in _named_netns()))
     if run("iptables", "-w", "-n", "-L", CHAIN, check=False) == "":
         run("iptables", "-w", "-N", CHAIN)
     run("iptables", "-w", "-F", CHAIN)
@@ -284,17 +287,38 @@ def _bridge_ports() -> tuple[list[str], list[str]]:
     return veths, sorted(names)
 
 
+def _named_netns() -> list[str]:
+    """The names under /run/netns ("ip netns list" prints "name (id: N)")."""
+    return [line.split()[0] for line in run("ip", "netns", "list", check=False).splitlines()]
+
+
+def _sandbox_netns(lay: NodeLayout) -> list[str]:
+    """The cni-* namespaces containerd made for this node's sandboxes.
+
+    containerd removes a sandbox's namespace after CNI DEL has taken its veth off the
+    bridge, so a node stopped in between leaves the namespace with no port to find it by.
+    """
+    known = lay.root / "netns.before"
+    before = set(known.read_text().split()) if known.exists() else set()
+    return [n for n in _named_netns() if n.startswith("cni-") and n not in before]
+
+
 def idle(lay: NodeLayout) -> bool:
-    """No container runs and no pod network is left (CNI DEL done for each sandbox)."""
-    return not ctr(lay, "tasks", "ls", "-q", check=False).split() and not _bridge_ports()[0]
+    """No container runs and no pod network is left (CNI DEL done, each namespace gone)."""
+    return (
+        not ctr(lay, "tasks", "ls", "-q", check=False).split()
+        and not _bridge_ports()[0]
+        and not _sandbox_netns(lay)
+    )
 
 
 def network_down(lay: NodeLayout) -> None:
     veths, namespaces = _bridge_ports()
     for veth in veths:
         run("ip", "link", "delete", veth, check=False)
-    for ns in namespaces:
+    for ns in sorted({*namespaces, *_sandbox_netns(lay)}):
         run("ip", "netns", "delete", ns, check=False)
+    (lay.root / "netns.before").unlink(missing_ok=True)
     if _link_exists(BRIDGE):
         run("ip", "link", "delete", BRIDGE, check=False)
     run("ip", "addr", "del", f"{HOST_IP}/32", "dev", "lo", check=False)
