@@ -3,6 +3,7 @@
 
     git worktree add /tmp/qms-before <commit>
     python bench/runtime_ab.py --before /tmp/qms-before/runtime [--rounds 3]
+    python bench/runtime_ab.py --before /tmp/qms-before/runtime --model DIR  # e.g. real shape
 
 Prints each round and the median tokens/s of both, with after / before (these machines
 are shared and noisy: only the ratio of medians measured in the same run means much).
@@ -28,6 +29,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--model", type=Path, default=None, help="default: tiny dense Qwen3")
     args = parser.parse_args()
     if not (args.before / "qms_runtime").is_dir():
         parser.error(f"{args.before} has no qms_runtime package")
@@ -37,16 +39,20 @@ def main() -> int:
     from qms_runtime.tools.tiny_model import write_tiny_model
 
     workdir = Path(tempfile.mkdtemp(prefix="qms-ab-"))
-    model = write_tiny_model(workdir / "small-qwen3", "qwen3", "small")
+    model = args.model or write_tiny_model(workdir / "small-qwen3", "qwen3", "small")
+    title = f"{model.name}" if args.model else "dense Qwen3, ~21M"
+    env = {"QMS_KV_CACHE_BLOCKS": "512", "QMS_MAX_MODEL_LEN": "2048"} if args.model else {}
     results = []
     for round_ in range(args.rounds):
-        results.append(run_qms(model, args, workdir, runtime_src=args.before, name="before"))
-        results.append(run_qms(model, args, workdir, name="after"))
+        results.append(
+            run_qms(model, args, workdir, runtime_src=args.before, name="before", env_extra=env)
+        )
+        results.append(run_qms(model, args, workdir, name="after", env_extra=env))
         print(f"round {round_ + 1}: " + ", ".join(
             f"{r.name} {r.tokens_per_s:.1f} tok/s" for r in results[-2:]
         ), flush=True)  # fmt: skip
     pairs = [(2 * i + 1, 2 * i) for i in range(args.rounds)]  # after / before, per round
-    report(f"QMS before vs after, {args.rounds} rounds (dense Qwen3, ~21M)", results, pairs)
+    report(f"QMS before vs after, {args.rounds} rounds ({title})", results, pairs)
     before = statistics.median(r.tokens_per_s for r in results if r.name == "before")
     after = statistics.median(r.tokens_per_s for r in results if r.name == "after")
     ratio = after / before

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -96,6 +97,16 @@ def peers(
         results.append(run_sequential(model, args, workdir, prompts[:sequential]))
         pairs += [(i, len(results) - 1) for i in range(0, 2 * args.rounds, 2)]
     report(title, results, pairs)
+    if args.rounds > 1:
+        qms_rates = [results[a].tokens_per_s for a, _ in pairs[: args.rounds]]
+        serve_rates = [results[b].tokens_per_s for _, b in pairs[: args.rounds]]
+        ratios = sorted(q / s for q, s in zip(qms_rates, serve_rates, strict=True))
+        print(
+            f"{title}: median tok/s qms {statistics.median(qms_rates):.1f}, serve "
+            f"{statistics.median(serve_rates):.1f}; qms / serve "
+            f"{statistics.median(qms_rates) / statistics.median(serve_rates):.2f}x "
+            f"(per round {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
 
 
 def main() -> int:

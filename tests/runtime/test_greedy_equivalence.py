@@ -98,3 +98,42 @@ def test_greedy_matches_generate(
         }
     # At least some continuations run to max_tokens, so the comparison covers long spans.
     assert max(len(tokens) for tokens in got) == MAX_TOKENS
+
+
+async def _ask_sampled(client: httpx.AsyncClient, model: str, question: str) -> list[int]:
+    response = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": MAX_TOKENS,
+            "temperature": 2.0,
+            "return_token_ids": True,
+        },
+    )
+    assert response.status_code == 200, response.text
+    tokens: list[int] = response.json()["choices"][0]["token_ids"]
+    return tokens
+
+
+def test_greedy_rows_beside_sampled_rows(
+    arch_server: tuple[Path, RuntimeServer, Reference],
+) -> None:
+    """A batch of only greedy rows skips the logits processors and takes the argmax of
+    the raw logits (compat.use_sequence_controls); a batch that also holds sampled rows
+    must not: the greedy rows still equal `generate`, the sampled ones are samples."""
+    model_dir, server, (_, expected) = arch_server
+
+    async def mixed() -> tuple[list[dict[str, Any]], list[list[int]]]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+            greedy = [_ask(client, model_dir.name, q) for q in QUESTIONS[:12]]
+            sampled = [_ask_sampled(client, model_dir.name, q) for q in QUESTIONS[:4]]
+            results = await asyncio.gather(*greedy, *sampled)
+        return list(results[:12]), list(results[12:])  # type: ignore[arg-type]
+
+    greedy, sampled = asyncio.run(mixed())
+    assert [answer["choices"][0]["token_ids"] for answer in greedy] == expected[:12]
+    # At temperature 2 over a random model's 4k-token vocabulary, a sample that equals
+    # the greedy continuation of its prompt is all but impossible: all 4 equal means the
+    # sampled rows were picked by argmax.
+    assert sum(tokens != expected[i] for i, tokens in enumerate(sampled)) >= 3

@@ -136,6 +136,7 @@ class Engine:
         if on_gpu and settings.kv_cache_memory_fraction is not None:
             cb_kwargs.update(max_memory_percent=settings.kv_cache_memory_fraction)
         if not on_gpu:
+            compat.use_gqa_sdpa_on_cpu()
             # No memory probing on CPU: room for a full batch of full-length sequences.
             page = settings.page_size
             blocks = math.ceil(settings.max_batch_size * loaded.max_model_len / page) + 4
