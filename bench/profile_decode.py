@@ -114,7 +114,18 @@ def report(name: str, stacks: list[tuple[list[str], int]], top: int) -> dict[str
     print("  top leaves:")
     for leaf, n in leaves.most_common(top):
         print(f"    {100 * n / total:5.1f}%  {leaf}")
-    return {part: n / total for part, n in parts.items()}
+    # The other busy threads (py-spy leaves idle ones out): the event loop's HTTP and
+    # detokenising work, which holds the GIL the batch loop also needs.
+    rest = [(s, n) for s, n in stacks if not any("_generation_step" in f for f in s)]
+    busy = sum(n for _, n in rest)
+    print(f"  other threads: {busy} samples ({100 * busy / total:.1f}% of the batch loop's)")
+    ours: collections.Counter[str] = collections.Counter()
+    for stack, n in rest:
+        mine = [frame_name(f) for f in stack if "qms_runtime" in f]
+        ours[mine[-1] if mine else frame_name(stack[-1])] += n
+    for frame, n in ours.most_common(top // 2):
+        print(f"    {100 * n / total:5.1f}%  {frame}")
+    return {part: n / total for part, n in parts.items()} | {"other threads": busy / total}
 
 
 def main() -> int:

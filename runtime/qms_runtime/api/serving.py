@@ -56,7 +56,7 @@ from qms_runtime.api.responses import (
 from qms_runtime.api.tokenization import Tokenization
 from qms_runtime.engine.generation import generate_events
 from qms_runtime.engine.media_runner import OmniMedia
-from qms_runtime.engine.textstream import IncrementalDecoder, StopChecker
+from qms_runtime.engine.textstream import StopChecker, text_decoder
 from qms_runtime.media.decode import wav_bytes
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
@@ -342,7 +342,7 @@ class OpenAIServing:
         if prepared.params.max_new_tokens == 0:  # echo alone: the prompt is the answer
             yield ChoiceDelta(index, "", [], "length")
             return
-        decoder = IncrementalDecoder(self._decode)
+        decoder = text_decoder(self._tokenizer, self._decode)
         stops = StopChecker(prepared.stops)
         events = generate_events(
             self.backend,

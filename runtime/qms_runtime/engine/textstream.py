@@ -1,11 +1,13 @@
 """Token ids to text, piece by piece: incremental detokenization and stop sequences.
 
-Both are pure and testable without a model (the decoder takes any `decode` callable).
+Both are pure and testable without a model (the decoder takes any `decode` callable);
+StreamDecoder does IncrementalDecoder's work with tokenizers' own incremental decoder.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 Decode = Callable[[list[int]], str]
 
@@ -40,6 +42,48 @@ class IncrementalDecoder:
         full_text = self._decode(self._tokens[self._prefix_offset :])
         self._prefix_offset = self._read_offset = len(self._tokens)
         return full_text[len(prefix_text) :]
+
+
+class StreamDecoder:
+    """The same texts as IncrementalDecoder, one tokenizers `DecodeStream` step per token
+    (in Rust, ~2 us) instead of two Python `decode` calls (~13 us; measured with the test
+    tokenizer); for a tokenizer with a tokenizers backend. Half characters are held back
+    by the stream; `flush()` gives what a full decode has past the text emitted (an
+    incomplete character at the very end: U+FFFD, as `decode` writes it).
+    """
+
+    def __init__(self, backend: Any, decode: Decode) -> None:
+        from tokenizers.decoders import DecodeStream
+
+        self._stream = DecodeStream(skip_special_tokens=True)
+        self._backend = backend
+        self._decode = decode
+        self._tokens: list[int] = []
+        self._emitted: list[str] = []
+
+    def push(self, token_ids: Sequence[int]) -> str:
+        self._tokens.extend(token_ids)
+        step, backend = self._stream.step, self._backend
+        text = "".join(chunk for token in token_ids if (chunk := step(backend, token)))
+        if text:
+            self._emitted.append(text)
+        return text
+
+    def flush(self) -> str:
+        full = self._decode(self._tokens)
+        emitted = "".join(self._emitted)
+        self._emitted = [full]
+        # The stream's texts are the full decode's prefix; if a tokenizer ever disagreed,
+        # what was sent cannot be taken back, so nothing more is sent.
+        return full[len(emitted) :] if full.startswith(emitted) else ""
+
+
+def text_decoder(tokenizer: Any, decode: Decode) -> IncrementalDecoder | StreamDecoder:
+    """StreamDecoder when the tokenizer has a tokenizers backend, else IncrementalDecoder."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return IncrementalDecoder(decode)
+    return StreamDecoder(backend, decode)
 
 
 class StopChecker:
