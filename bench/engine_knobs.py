@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -88,7 +89,7 @@ def main() -> int:
                     f"{ttft:9.3f} {ttft / base_ttft:9.2f}",
                     flush=True,
                 )
-    print(f"(workdir {workdir})")
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import collections
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -185,7 +186,9 @@ def main() -> int:
     for part in sorted({*shares["qms"], *shares["serve"]}):
         q, s = shares["qms"].get(part, 0.0), shares["serve"].get(part, 0.0)
         print(f"  {part:28s} qms {100 * q:5.1f}%  serve {100 * s:5.1f}%")
-    print(f"(workdir {workdir})")
+    if args.model is None and args.workdir is None:  # a model of GBs in a temp dir of ours
+        shutil.rmtree(model, ignore_errors=True)
+    print(f"(py-spy's raw stacks and the servers' logs: {workdir})")
     return 0
 
 

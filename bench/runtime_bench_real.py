@@ -3,6 +3,7 @@
 
     python bench/runtime_bench_real.py                 # every workload below
     python bench/runtime_bench_real.py --only dense-real --rounds 2
+    python bench/runtime_bench_real.py --only dense-real --dtype bfloat16   # both servers
 
 Workloads (random weights, `qms-runtime tiny-model --size real`, the 4k test tokenizer):
 - dense-real: Qwen3-0.6B's shape (28 layers, hidden 1024, vocab 151,936, tied);
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -87,7 +89,7 @@ def peers(
         qms.name += f" r{round_ + 1}"
         mid = load()
         serve = run_transformers_serve(
-            model, args, workdir, continuous=True, cb_args=serve_cb, prompts=prompts
+            model, args, workdir, True, cb_args=serve_cb, prompts=prompts, dtype=args.dtype
         )
         serve.name += f" r{round_ + 1}"
         print(f"  {title} round {round_ + 1}: {before} | qms | {mid} | serve | {load()}")
@@ -121,8 +123,13 @@ def main() -> int:
     parser.add_argument("--conversations", type=int, default=8)
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--system-words", type=int, default=700)
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="kept, models reused (default: temp, removed)"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default="float32", help="both servers"
+    )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -134,7 +141,7 @@ def main() -> int:
     print(f"workdir {workdir}; concurrency {args.concurrency}; threads {args.threads}; {load()}")
     # The same KV budget for both servers: 16k tokens (QMS 32-token pages, serve 256).
     budget = ("--cb-num-blocks", "64", "--cb-max-batch-tokens", "512")
-    qms_env = {"QMS_KV_CACHE_BLOCKS": "512", "QMS_MAX_MODEL_LEN": "2048"}
+    qms_env = {"QMS_KV_CACHE_BLOCKS": "512", "QMS_MAX_MODEL_LEN": "2048", "QMS_DTYPE": args.dtype}
     if "dense-real" in chosen:
         model = workdir / "real-qwen3"
         if not (model / "SHA256SUMS").exists():
@@ -161,6 +168,8 @@ def main() -> int:
             f"turns, ~{args.system_words}-word system prompt, {args.max_tokens} tokens"
         )
         peers(title, model, args, workdir, prompts, qms_env, budget, args.sequential)
+    if args.workdir is None:  # the models are GBs: a temp dir of ours goes (logs included)
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
