@@ -87,14 +87,14 @@ async def drive(url: str, model: str, args: argparse.Namespace, pid: int, out: P
     prompts = workload_prompts(args)
     semaphore = asyncio.Semaphore(args.concurrency)
 
-    async def bounded(messages: list) -> object:
+    async def bounded(client: httpx.AsyncClient, messages: list) -> object:
         async with semaphore:
             return await _one_request(client, model, messages, args.max_tokens, {})
 
     limits = httpx.Limits(max_connections=args.concurrency * 2)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         await _one_request(client, model, [{"role": "user", "content": "warm up"}], 4, {})
-        load = [asyncio.create_task(bounded(m)) for m in prompts]
+        load = [asyncio.create_task(bounded(client, m)) for m in prompts]
         await asyncio.sleep(args.after_start)  # past the prefill
         stacks = await asyncio.to_thread(record, pid, args.seconds, out)
         await asyncio.gather(*load)
