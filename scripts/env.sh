@@ -32,7 +32,15 @@ if [ ! -x "$QMS_VENV/bin/.qms-ready" ]; then
     rm -rf "$QMS_VENV"
     python3 -m venv "$QMS_VENV"
     "$QMS_VENV/bin/pip" install --quiet --upgrade pip
-    "$QMS_VENV/bin/pip" install --quiet -c "$QMS_ROOT/.ci/constraints.txt" "$QMS_ROOT[dev]"
+    # One line per package pip collects (progress); its whole output kept for a failure.
+    if ! "$QMS_VENV/bin/pip" install --progress-bar off -c "$QMS_ROOT/.ci/constraints.txt" \
+        "$QMS_ROOT[dev]" 2>&1 | tee "$QMS_VENV.pip.log" \
+        | grep --line-buffered -E '^(Collecting|Installing collected|Successfully installed)' \
+        | sed -u 's/^\(.\{0,100\}\).*/  pip: \1/'; then
+      tail -n 40 "$QMS_VENV.pip.log" >&2
+      echo "== pip failed; its whole output: $QMS_VENV.pip.log" >&2
+      exit 1
+    fi
     printf '#!/bin/sh\n' > "$QMS_VENV/bin/.qms-ready" && chmod +x "$QMS_VENV/bin/.qms-ready"
   fi
   exec 9>&-

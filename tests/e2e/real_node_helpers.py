@@ -37,7 +37,9 @@ def host_snapshot() -> dict[str, set[str]]:
     links = {ln.split(":")[1].strip().split("@")[0] for ln in _lines("ip", "-o", "link", "show")}
     netns = {ln.split()[0] for ln in _lines("ip", "netns", "list") if ln.strip()}
     addrs = {" ".join(ln.split()[1:4]) for ln in _lines("ip", "-o", "addr", "show")}
+    routes = {ln.strip() for ln in _lines("ip", "route", "show", "table", "all")}
     return {
+        "routes": routes,
         "mounts": mounts,
         "links": links,
         "addresses": addrs,

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -394,8 +395,56 @@ def test_a_checksum_failure_shows_its_file_in_status_an_event_and_argo(
     c.kubectl("delete", "qms", BAD, "-n", NS, "--wait=true", "--timeout=120s")
 
 
+def _uplink() -> str:
+    out = subprocess.run(["ip", "route", "show", "default"], capture_output=True, text=True)
+    return out.stdout.split(" dev ")[1].split()[0]
+
+
+def test_no_packet_to_a_cluster_range_leaves_the_machine(
+    real: tuple[Cluster, dict[str, set[str]]],
+) -> None:
+    """Addresses no kube-proxy rule or pod answers for: a ClusterIP of no Service (what
+    every ClusterIP is while kube-proxy has not synced it), a kwok pod's address, a
+    free address of the node's pod subnet. Each fails here; not one packet goes out
+    through the uplink (an iptables rule without a target counts them)."""
+    uplink = _uplink()
+    targets = {
+        "10.96.255.254": node.SERVICE_CIDR,
+        "10.244.1.1": node.KWOK_POD_CIDR,
+        "10.245.0.254": node.POD_SUBNET,
+    }
+    for address in targets:
+        route = subprocess.run(["ip", "route", "get", address], capture_output=True, text=True)
+        said = (route.stdout + route.stderr).strip()
+        assert f" dev {uplink} " not in said and " via " not in said, said
+    counting = [["OUTPUT", "-o", uplink, "-d", cidr] for cidr in targets.values()]
+    for rule in counting:
+        subprocess.run(["iptables", "-w", "-I", *rule], check=True)
+    try:
+        failures = {}
+        for address in targets:
+            try:
+                socket.create_connection((address, 8080), timeout=5).close()
+            except OSError as e:
+                failures[address] = type(e).__name__
+        assert set(failures) == set(targets)
+        listing = subprocess.run(
+            ["iptables", "-w", "-L", "OUTPUT", "-n", "-v", "-x"], capture_output=True, text=True
+        ).stdout
+        sent = {
+            line.split()[-1]: int(line.split()[0])
+            for line in listing.splitlines()
+            if f" {uplink} " in line and line.split()[-1] in targets.values()
+        }
+        assert sent == {cidr: 0 for cidr in targets.values()}
+    finally:
+        for rule in counting:
+            subprocess.run(["iptables", "-w", "-D", *rule], check=False)
+
+
 def test_down_leaves_nothing_behind(real: tuple[Cluster, dict[str, set[str]]]) -> None:
     c, before = real
     qms_cluster.down(c.state_dir)
     assert node.CLAIM.exists() is False
     assert leftovers(before, host_snapshot()) == {}
+    assert host_snapshot()["routes"] == before["routes"]  # none added, none taken away

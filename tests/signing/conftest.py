@@ -15,7 +15,7 @@ import pytest
 from qms_cluster import build, signing
 
 HERE = Path(__file__).resolve().parent
-SETS = (build.COSIGN, build.CRANE)
+SETS = build.SIGNING
 
 
 def _log(msg: str) -> None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import build
-from .node import SERVICE_CIDR, NodeLayout
+from .node import KWOK_POD_CIDR, SERVICE_CIDR, NodeLayout
 
-POD_CIDR = "10.244.0.1/16"  # kwok hands out pod IPs from here
+POD_CIDR = KWOK_POD_CIDR.replace(".0/", ".1/")  # kwok hands out pod IPs from here
 NODE_IP = "10.240.0.1"
 ADMIN = "admin"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import build, node
+from . import build, node, packages
 
 ROOT = build.GO_DIR.parent.parent  # the repository
 TAG = "dev"
@@ -40,6 +39,8 @@ BASE_PACKAGES = ("python3", "python3-venv")
 # copied into a layer.
 BUILD_BINDS = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf")
 Log = Callable[[str], None]
+# The engine of a machine without docker or podman, with its base-image maker.
+BUILDAH_COMMANDS = ("buildah", "mmdebstrap")
 
 
 def _stderr(msg: str) -> None:
@@ -61,33 +62,20 @@ RUNTIME = Image("runtime", "Dockerfile.runtime")
 IMAGES = {i.name: i for i in (OPERATOR, RUNTIME)}
 
 
-def engine() -> str:
-    """docker or podman when they work here, else buildah."""
+def engine(log: Log = _stderr) -> str:
+    """docker or podman when they work here, else buildah.
+
+    buildah and mmdebstrap (the local base) are installed from Debian when missing
+    (as root), or named in the error (packages.ensure).
+    """
     for name in ("docker", "podman"):
         if (
             shutil.which(name)
             and subprocess.run([name, "info"], capture_output=True, timeout=30).returncode == 0
         ):
             return name
-    if shutil.which("buildah"):
-        return "buildah"
-    raise RuntimeError("no image engine: install docker, podman or buildah (Debian: buildah)")
-
-
-def ensure_buildah(log: Log) -> None:
-    if shutil.which("buildah") and shutil.which("mmdebstrap"):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise RuntimeError("building images here needs buildah and mmdebstrap (Debian packages)")
-    log("installing Debian packages: buildah mmdebstrap")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", "buildah", "mmdebstrap"],
-        env=env,
-        capture_output=True,
-        check=True,
-    )
+    packages.ensure(BUILDAH_COMMANDS, "building images", log)
+    return "buildah"
 
 
 def _buildah(*args: str, check: bool = True) -> str:
@@ -195,7 +183,7 @@ def build_image(
     single_stage builds only the Dockerfile's builder stage (for the multi-stage
     comparison the seed asks for; never used by the cluster).
     """
-    eng = engine()
+    eng = engine(log)
     ref = tag or image.ref
     argv = [eng, "build" if eng != "buildah" else "bud", "-f", image.dockerfile, "-t", ref]
     if base:
@@ -222,11 +210,8 @@ def build_all(
     log: Log = _stderr, names: tuple[str, ...] = ("operator", "runtime")
 ) -> dict[str, str]:
     """Build the images (buildah here: on the local base); {name: ref}."""
-    eng = engine()
-    base = None
-    if eng == "buildah":
-        ensure_buildah(log)
-        base = ensure_base(log)
+    eng = engine(log)
+    base = ensure_base(log) if eng == "buildah" else None
     refs = {}
     for n in names:
         build_image(IMAGES[n], log, base)

@@ -9,9 +9,12 @@ under ``~/.cache/qms/node/`` so that imported images survive ``down``.
 Network rule: pods get addresses on a bridge with no uplink (``qms-br0``,
 ``POD_SUBNET``), routes only to the service range and to the host address of the
 control plane (``HOST_IP``, a /32 on lo), no masquerading, and a
-FORWARD rule that drops anything between the bridge and another interface. The
-machine's own interfaces are never touched. One real node per machine: a second
-cluster started while one holds the node comes up with kwok nodes only.
+FORWARD rule that drops anything between the bridge and another interface. On
+the host, the service range is routed onto the bridge and kwok's pod range is
+unreachable, so no packet to a cluster address leaves through the uplink (see
+_contain_ranges). The machine's own interfaces are never touched. One real node
+per machine: a second cluster started while one holds the node comes up with kwok
+nodes only.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import build, oci
+from . import build, oci, packages
 
 NAME = "qms-node"
 HOST_IP = "10.241.0.1"  # the control plane and the node: a /32 on lo
@@ -36,6 +39,7 @@ BRIDGE = "qms-br0"
 POD_SUBNET = "10.245.0.0/24"
 POD_GATEWAY = "10.245.0.1"
 SERVICE_CIDR = "10.96.0.0/16"
+KWOK_POD_CIDR = "10.244.0.0/16"  # kwok's pod addresses: no process behind any of them
 CNI_NETWORK = "qms-node"
 CHAIN = "QMS-NODE-FORWARD"
 TAINT_KEY = "qms.io/real-node"
@@ -45,17 +49,19 @@ LABELS = {
     "topology.kubernetes.io/zone": "zone-real",
 }
 PAUSE_IMAGE = "localhost/qms-pause:3.10"
-CNI_DIR = Path("/usr/lib/cni")
-CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
-PACKAGES = {  # command or file -> Debian package
-    "containerd": "containerd",
-    "runc": "runc",
-    "ctr": "containerd",
-    "iptables": "iptables",
-    "ip": "iproute2",
-    "gcc": "gcc",
-    str(CNI_DIR / "bridge"): "containernetworking-plugins",
-}
+CNI_DIR = packages.CNI_DIR
+# What the node runs, each declared with its Debian package in packages.NEEDS.
+COMMANDS = (
+    "containerd",
+    "ctr",
+    "runc",
+    "iptables",
+    "iptables-save",
+    "iptables-restore",
+    "ip",
+    "gcc",
+    *(str(CNI_DIR / p) for p in ("bridge", "host-local", "loopback", "portmap")),
+)
 CLAIM = Path("/run/qms-real-node")  # which cluster holds this machine's real node
 CACHE = build.CACHE_ROOT / "node"
 Log = Callable[[str], None]
@@ -112,34 +118,9 @@ def containerd_root() -> Path:
 # ---- can it run here ----------------------------------------------------------
 
 
-def _missing_packages() -> list[str]:
-    missing = set()
-    for what, pkg in PACKAGES.items():
-        present = Path(what).exists() if what.startswith("/") else shutil.which(what)
-        if not present:
-            missing.add(pkg)
-    for plugin in CNI_PLUGINS:
-        if not (CNI_DIR / plugin).exists():
-            missing.add("containernetworking-plugins")
-    return sorted(missing)
-
-
 def ensure_packages(log: Log) -> None:
     """apt-get install what the node needs, when it is missing (root only)."""
-    missing = _missing_packages()
-    if not missing:
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise RuntimeError(f"the real node needs these Debian packages: {' '.join(missing)}")
-    log(f"installing Debian packages for the real node: {' '.join(missing)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-    ):
-        r = subprocess.run(argv, env=env, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    packages.ensure(COMMANDS, "the real node", log)
 
 
 def available() -> tuple[bool, str]:
@@ -148,7 +129,7 @@ def available() -> tuple[bool, str]:
         return False, "needs root (containerd, network namespaces, iptables)"
     if not Path("/sys/fs/cgroup").exists():
         return False, "no /sys/fs/cgroup"
-    missing = _missing_packages()
+    missing = packages.missing(COMMANDS)
     if missing and not shutil.which("apt-get"):
         return False, f"missing Debian packages {' '.join(missing)} and no apt-get"
     return True, "root, cgroups and Debian's packages"
@@ -221,6 +202,7 @@ def network_up(lay: NodeLayout) -> None:
     known = lay.root / "netns.before"
     if not known.exists():
         known.write_text("".join(f"{name}\n" for name in _named_netns()))
+    _contain_ranges()
     if run("iptables", "-w", "-n", "-L", CHAIN, check=False) == "":
         run("iptables", "-w", "-N", CHAIN)
     run("iptables", "-w", "-F", CHAIN)
@@ -257,6 +239,33 @@ def network_up(lay: NodeLayout) -> None:
         ],
     }
     (lay.cni_conf / "10-qms-node.conflist").write_text(json.dumps(conf, indent=2) + "\n")
+
+
+def _contain_ranges() -> None:
+    """Route every cluster range so that it ends on this machine, never on the uplink.
+
+    The host's default route goes out through its uplink, so without these a packet
+    to a ClusterIP that kube-proxy has no rule for (stopped, restarting, a Service
+    with no endpoints yet), to a kwok pod's address, or to the pod subnet before the
+    first pod made the bridge would leave the machine. The bridge is made here (the
+    CNI bridge plugin adopts it: same name, same gateway address); the service range
+    is routed onto it, where kube-proxy's DNAT in nat OUTPUT still applies and an
+    address without a rule finds no neighbour; kwok's range is unreachable.
+    _release_ranges (in network_down) removes exactly these.
+    """
+    if not _link_exists(BRIDGE):
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+    run("ip", "addr", "replace", f"{POD_GATEWAY}/{POD_SUBNET.split('/')[1]}", "dev", BRIDGE)
+    run("ip", "link", "set", BRIDGE, "up")
+    run("ip", "route", "replace", SERVICE_CIDR, "dev", BRIDGE, "src", POD_GATEWAY)
+    run("ip", "route", "replace", "unreachable", KWOK_POD_CIDR)
+
+
+def _release_ranges() -> None:
+    """Undo _contain_ranges: the bridge (its address and both of its routes go with it)."""
+    if _link_exists(BRIDGE):
+        run("ip", "link", "delete", BRIDGE, check=False)
+    run("ip", "route", "del", "unreachable", KWOK_POD_CIDR, check=False)
 
 
 def _mounts_under(paths: list[Path]) -> list[str]:
@@ -319,8 +328,7 @@ def network_down(lay: NodeLayout) -> None:
     for ns in sorted({*namespaces, *_sandbox_netns(lay)}):
         run("ip", "netns", "delete", ns, check=False)
     (lay.root / "netns.before").unlink(missing_ok=True)
-    if _link_exists(BRIDGE):
-        run("ip", "link", "delete", BRIDGE, check=False)
+    _release_ranges()
     run("ip", "addr", "del", f"{HOST_IP}/32", "dev", "lo", check=False)
     while (
         subprocess.run(

@@ -141,7 +141,7 @@ def _run(
 
 def ensure_tools(log: Log = _quiet) -> None:
     """Build cosign and crane when they are not cached yet (minutes, once)."""
-    for s in (build.COSIGN, build.CRANE):
+    for s in build.SIGNING:
         if not build.is_built(s):
             build.build_set(s, log)
 
