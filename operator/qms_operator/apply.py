@@ -251,6 +251,19 @@ class Api:
                 return
             raise ApiError(f"patch status {name}: {_short(exc)}", code) from exc
 
+    def pod_events(self, namespace: str, pod: str) -> list[dict[str, Any]]:
+        """The core/v1 Events about one pod (why the kubelet killed a container)."""
+        API_REQUESTS.labels(verb="list", kind="Event").inc()
+        try:
+            body = self._request(
+                "get",
+                f"/api/v1/namespaces/{namespace}/events",
+                query_params=[("fieldSelector", f"involvedObject.name={pod}")],
+            )
+        except Exception as exc:
+            raise ApiError(f"list Events of pod {pod}: {_short(exc)}") from exc
+        return list(body.get("items") or [])
+
     def event(self, server: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event on a QwenModelServer; failures are not fatal."""
         meta = server["metadata"]

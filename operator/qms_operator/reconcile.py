@@ -25,10 +25,14 @@ from .spec import QwenModelServerSpec, parse_spec
 from .status import (
     MONITORING,
     Observed,
+    Restart,
     compute_status,
     current_pods,
     failed_status,
     last_words,
+    restart_cause,
+    restarts,
+    termination_words,
 )
 from .store import Key, Store
 
@@ -102,6 +106,9 @@ class Reconciler:
         self._crashed: dict[Key, tuple[int, str]] = {}
         # A crashed container's termination message last announced, per server.
         self._last_words: dict[Key, str] = {}
+        # Each container restart seen (pod uid, container, restartCount) -> its cause:
+        # the pod's Events are read once per restart, and one Event reports it.
+        self._restarts: dict[Key, dict[tuple[str, str, int], str]] = {}
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -150,14 +157,17 @@ class Reconciler:
         if any(TERMINATING in error for error in errors):
             self._terminating[namespace] = self._clock() + TERMINATING_BACKOFF
             return True
+        pods = self.store.pods(key)
+        causes = await self._restart_causes(server, current_pods(desired, pods))
         seen = Observed(
             generation=generation,
             children=self.store.children(key),
-            pods=self.store.pods(key),
+            pods=pods,
             changed=changed,
             errors=errors,
             previous=current.get("conditions", []),
             unavailable=unavailable,
+            restart_causes=causes,
         )
         status = compute_status(name, namespace, spec, desired, seen, utc_now())
         body = status.model_dump(by_alias=True, mode="json")
@@ -172,8 +182,60 @@ class Reconciler:
         return not errors and not unavailable
 
     def _forget(self, key: Key) -> None:
-        for table in (self._refused, self._announced, self._crashed, self._last_words):
+        for table in (
+            self._refused,
+            self._announced,
+            self._crashed,
+            self._last_words,
+            self._restarts,
+        ):
             table.pop(key, None)
+
+    async def _restart_causes(
+        self, server: dict[str, Any], pods: list[dict[str, Any]]
+    ) -> dict[str, str]:
+        """Why each restarted container of ``pods`` restarted, by "pod/container".
+
+        A restart not seen before is looked up once in its pod's Events (a probe kill
+        is only said there) and reported by one Event on the server with its cause and
+        the container's last words, unless the kubelet calls it a crash loop (then the
+        Stalled Warning says it). An Events list that fails is retried next time.
+        """
+        meta = server["metadata"]
+        key = (meta["namespace"], meta["name"])
+        known = self._restarts.setdefault(key, {})
+        found = restarts(pods)
+        live = {(r.uid, r.container, r.count) for r in found}
+        for gone in [k for k in known if k not in live]:
+            del known[gone]
+        causes = {}
+        for restart in found:
+            seen_as = (restart.uid, restart.container, restart.count)
+            if seen_as not in known:
+                try:
+                    events = await self._call(self.api.pod_events, meta["namespace"], restart.pod)
+                except ApiError as exc:
+                    log.warning("restart of %s not explained: %s", restart.key, exc)
+                    continue
+                status = _container_status(pods, restart)
+                known[seen_as] = restart_cause(status, events)
+                looping = (status.get("state", {}).get("waiting") or {}).get("reason")
+                if looping != "CrashLoopBackOff":
+                    self._report_restart(server, restart, known[seen_as], status)
+            causes[restart.key] = known[seen_as]
+        return causes
+
+    def _report_restart(
+        self, server: dict[str, Any], restart: Restart, cause: str, status: dict[str, Any]
+    ) -> None:
+        words = termination_words(
+            (status.get("lastState", {}).get("terminated", {}) or {}).get("message") or ""
+        )
+        message = (
+            f"pod {restart.pod}: container {restart.container} restarted "
+            f"(restart {restart.count}) because {cause}"
+        )
+        self._event(server, "Warning", "Restarted", f"{message}: {words}" if words else message)
 
     async def _report_crash(self, key: Key, exc: Exception) -> None:
         server = self.store.servers.get(key)
@@ -326,3 +388,16 @@ class Reconciler:
         self._announced[key] = set(errors)
         changed = [o.kind for o in applied if o.verb]
         return changed + gone, errors, [o.kind for o in applied if o.unavailable]
+
+
+def _container_status(pods: list[dict[str, Any]], restart: Restart) -> dict[str, Any]:
+    for pod in pods:
+        if pod["metadata"].get("uid", "") != restart.uid:
+            continue
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (
+            status.get("containerStatuses") or []
+        ):
+            if cs.get("name") == restart.container:
+                return dict(cs)
+    return {}

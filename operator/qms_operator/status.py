@@ -7,7 +7,11 @@ pod left). A rollout in progress is never Ready.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .builders import service_url
@@ -21,6 +25,13 @@ CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunConta
 # A container's termination message as status and Events carry it: one line, at most
 # this long (the end is kept: a log tail's last line is its error).
 LAST_WORDS_MAX = 512
+# One restart does not stall a server: a container that restarted and is Ready again
+# (or still starting) is fine. Repeated restarts do: the kubelet's CrashLoopBackOff, or
+# this many restarts with the last one this recent, and the container not Ready.
+REPEATED_RESTARTS = 3
+RESTART_WINDOW_SECONDS = 600
+# The kubelet's Event when it kills a container for a probe ("Killing").
+PROBE_KILL = re.compile(r"Container (\S+) failed (liveness|startup) probe")
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,9 @@ class Observed:
     previous: list[dict[str, Any]] = field(default_factory=list)  # previous conditions
     # Optional kinds wanted but not served by the cluster (their CRD is absent).
     unavailable: list[str] = field(default_factory=list)
+    # Why restarted containers restarted, by "pod/container", where the pod's Events
+    # were read (restart_cause); without it the cause comes from the status alone.
+    restart_causes: Mapping[str, str] = field(default_factory=dict)
 
 
 MONITORING = "MonitoringReady"
@@ -55,6 +69,28 @@ def one_line(text: str, limit: int = LAST_WORDS_MAX) -> str:
     lines = (" ".join(line.split()) for line in text.splitlines())
     joined = " | ".join(line for line in lines if line)
     return joined if len(joined) <= limit else "..." + joined[-(limit - 3) :]
+
+
+_TEXT_LOG = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|WARN) \S+: ")  # the runtime's text logs
+
+
+def _not_an_error(line: str) -> bool:
+    """A log line below error level: the runtime's JSON or text format, or uvicorn's."""
+    stripped = line.strip()
+    if stripped.startswith("{"):
+        try:
+            record = json.loads(stripped)
+        except ValueError:
+            return False
+        level = str(record.get("level", "")).lower() if isinstance(record, dict) else ""
+        return level in ("debug", "info", "warning", "warn")
+    return bool(_TEXT_LOG.match(stripped)) or stripped.startswith("INFO:")
+
+
+def termination_words(message: str) -> str:
+    """A container's termination message as status shows it: what the runtime wrote, or
+    the error lines of a log tail (FallbackToLogsOnError), never access or info lines."""
+    return one_line("\n".join(ln for ln in message.splitlines() if not _not_an_error(ln)))
 
 
 def _crashed(cs: dict[str, Any]) -> dict[str, Any]:
@@ -79,21 +115,95 @@ def last_words(pods: list[dict[str, Any]]) -> str:
     log's tail."""
     for pod in pods:
         for cs in _container_statuses(pod):
-            words = one_line(_crashed(cs).get("message") or "")
+            words = termination_words(_crashed(cs).get("message") or "")
             if words:
                 return words
     return ""
+
+
+def restart_cause(cs: dict[str, Any], pod_events: list[dict[str, Any]]) -> str:
+    """Why a container last restarted, from its status and its pod's Events."""
+    last = _get(cs, "lastState", "terminated", default={}) or {}
+    code, reason = last.get("exitCode"), last.get("reason", "")
+    if reason == "OOMKilled":
+        return "it ran out of memory (OOMKilled)"
+    for event in pod_events:
+        m = PROBE_KILL.search(event.get("message") or "")
+        if event.get("reason") == "Killing" and m and m.group(1) == cs.get("name"):
+            return f"its {m.group(2)} probe failed"
+    if code == 137:
+        return "it was killed (SIGKILL, exit 137)"
+    if code == 143:
+        return "it was stopped (SIGTERM, exit 143)"
+    return f"it exited (exit {code} {reason})".replace(" )", ")")
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One container restart, reported once (an Event) by the reconciler."""
+
+    pod: str
+    uid: str
+    container: str
+    count: int  # the container's restartCount
+    ready: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.pod}/{self.container}"
+
+
+def restarts(pods: list[dict[str, Any]]) -> list[Restart]:
+    """The containers of ``pods`` that have restarted (init containers included)."""
+    found = []
+    for pod in pods:
+        name = _get(pod, "metadata", "name", default="?")
+        uid = _get(pod, "metadata", "uid", default="")
+        for cs in _container_statuses(pod):
+            if cs.get("restartCount", 0) > 0:
+                found.append(
+                    Restart(
+                        name, uid, cs.get("name", "?"), cs["restartCount"], bool(cs.get("ready"))
+                    )
+                )
+    return found
+
+
+def _seconds_since(stamp: str | None, now: str | None) -> float | None:
+    if not stamp or not now:
+        return None
+    try:
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        at = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (at - then).total_seconds()
+
+
+def _restarting_repeatedly(cs: dict[str, Any], now: str | None) -> bool:
+    """Restarted often and recently, and not Ready: the restarts are the problem."""
+    if cs.get("ready") or cs.get("restartCount", 0) < REPEATED_RESTARTS:
+        return False
+    since = _seconds_since(_get(cs, "lastState", "terminated", "finishedAt", default=None), now)
+    return since is None or since <= RESTART_WINDOW_SECONDS
 
 
 def _saying(text: str, words: str) -> str:
     return f"{text}: {words}" if words else text
 
 
-def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+def pod_problem(
+    pods: list[dict[str, Any]],
+    causes: Mapping[str, str] | None = None,
+    now: str | None = None,
+) -> tuple[str, str] | None:
     """The first reason a pod of the current template cannot serve, if any.
 
     A container that failed (terminated now, or in CrashLoopBackOff) is named with its
-    exit and its termination message, when it left one.
+    exit and its termination message, when it left one. A container that restarted is
+    a problem only when it restarts repeatedly (_restarting_repeatedly): one restart,
+    Ready again or starting again, is not. ``causes`` gives the cause of restarts by
+    "pod/container" (from the pods' Events: restart_cause), ``now`` the time.
     """
     for pod in pods:
         name = _get(pod, "metadata", "name", default="?")
@@ -103,7 +213,7 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
         for cs in _container_statuses(pod):
             waiting = _get(cs, "state", "waiting", default={})
             last = _crashed(cs)
-            words = one_line(last.get("message") or "")
+            words = termination_words(last.get("message") or "")
             exited = f"exit {last.get('exitCode', '?')} {last.get('reason', '')}".strip()
             why = waiting.get("reason", "")
             detail = waiting.get("message", "")
@@ -114,7 +224,8 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                 )
             if why in CONFIG_ERRORS:
                 return "ContainerConfigError", f"pod {name}: {why} {detail}"
-            if last.get("reason") == "OOMKilled":
+            repeated = why == "CrashLoopBackOff" or _restarting_repeatedly(cs, now)
+            if last.get("reason") == "OOMKilled" and repeated:
                 return "OOMKilled", _saying(
                     f"pod {name} ran out of memory; raise resources.limits.memory", words
                 )
@@ -124,12 +235,20 @@ def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                 return "CrashLoop", f"pod {name} keeps crashing ({exited}); see its logs"
             if _get(cs, "state", "terminated", "exitCode", default=0) != 0:
                 return "CrashLoop", _saying(f"pod {name} exited ({exited})", words)
-            if cs.get("restartCount", 0) > 0 and last.get("exitCode") == 137:
-                return "ProbeFailing", _saying(
-                    f"pod {name} was killed and restarted: its startup or liveness probe "
-                    "failed (raise probes.startup.budgetSeconds if the model loads slowly)",
-                    words,
-                )
+            if repeated:
+                key = f"{name}/{cs.get('name', '?')}"
+                cause = (causes or {}).get(key) or restart_cause(cs, [])
+                said = f"pod {name} restarted {cs['restartCount']} times, last because {cause}"
+                if "probe" in cause:
+                    advice = "raise probes.startup.budgetSeconds if the model loads slowly"
+                    return "ProbeFailing", _saying(f"{said} ({advice})", words)
+                if "SIGKILL" in cause:
+                    return "ProbeFailing", _saying(
+                        f"{said}: a failing startup or liveness probe, or a kill from outside "
+                        "(raise probes.startup.budgetSeconds if the model loads slowly)",
+                        words,
+                    )
+                return "CrashLoop", _saying(said, words)
     return None
 
 
@@ -205,7 +324,7 @@ def compute_status(
     new_pods = current_pods(desired, seen.pods)
     least = spec.autoscaling.min_replicas if spec.autoscaling.enabled else 0
     done, progress, blocked = rollout(deployment, least)
-    problem = pod_problem(new_pods) or blocked
+    problem = pod_problem(new_pods, seen.restart_causes, now) or blocked
     strategy = _get(deployment, "spec", "strategy", "rollingUpdate", default={})
     replacing = strategy.get("maxSurge") == 0 and not done
     if replacing and problem and problem[0] == "Unschedulable":

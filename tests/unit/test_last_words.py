@@ -98,11 +98,12 @@ def test_oom_and_probe_kills_keep_their_advice_and_add_the_message() -> None:
     )
     probe = copy.deepcopy(oom)
     status = probe["status"]["containerStatuses"][0]
-    status["state"] = {"running": {}}
+    status["state"] = {"running": {}}  # restarting again, not Ready: the 3rd restart
     status["lastState"]["terminated"]["reason"] = "Error"
     assert pod_problem([probe]) == (
         "ProbeFailing",
-        "pod s-abc was killed and restarted: its startup or liveness probe failed (raise "
+        "pod s-abc restarted 3 times, last because it was killed (SIGKILL, exit 137): a "
+        "failing startup or liveness probe, or a kill from outside (raise "
         "probes.startup.budgetSeconds if the model loads slowly): loading shard 3 of 13",
     )
 

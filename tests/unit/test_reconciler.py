@@ -46,6 +46,8 @@ class FakeApi:
         self.events: list[tuple[str, str, str]] = []
         self.version = 100  # the API server's resourceVersion of the last write
         self.drop_image_volumes = False
+        self.pod_event_items: dict[str, list[dict[str, Any]]] = {}  # pod name -> its Events
+        self.pod_event_lists: list[str] = []
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.attempts.append(obj["kind"])
@@ -80,6 +82,10 @@ class FakeApi:
 
     def event(self, server: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
+
+    def pod_events(self, namespace: str, pod: str) -> list[dict[str, Any]]:
+        self.pod_event_lists.append(pod)
+        return self.pod_event_items.get(pod, [])
 
 
 class Clock:
@@ -399,3 +405,71 @@ def test_a_termination_message_is_announced_once_per_distinct_message() -> None:
     assert warnings(api)[2:] == [
         ("CrashLoop", f"pod s-3 keeps crashing (exit 1 Error): {CHECKSUM}")
     ]
+
+
+# ---- issue 27: a restart that healed is reported once, with its cause -------------------
+
+ACCESS_TAIL = (
+    '{"ts": "2026-12-07T10:00:01.000Z", "level": "info", "logger": "qms_runtime.access", '
+    '"message": "POST /v1/chat/completions 200", "status": 200}\n'
+    '{"ts": "2026-12-07T10:00:02.000Z", "level": "info", "logger": "qms_runtime.access", '
+    '"message": "GET /v1/models 200", "status": 200}\n'
+)
+
+
+def restarted_pod(
+    store: Store, name: str, *, reason: str = "Error", ready: bool = True, count: int = 1
+) -> dict[str, Any]:
+    """A runtime container that was killed (exit 137) and runs again, Ready or not yet."""
+    pod = crashing_pod(store, name, ACCESS_TAIL)
+    [cs] = pod["status"]["containerStatuses"]
+    cs.update(
+        state={"running": {"startedAt": "2026-12-07T10:00:05Z"}},
+        ready=ready,
+        restartCount=count,
+    )
+    cs["lastState"]["terminated"].update(
+        exitCode=137, reason=reason, finishedAt="2026-12-07T10:00:04Z"
+    )
+    return pod
+
+
+LIVENESS_KILL = {
+    "reason": "Killing",
+    "type": "Normal",
+    "message": "Container runtime failed liveness probe, will be restarted",
+}
+
+
+@pytest.mark.parametrize(
+    ("reason", "events", "cause"),
+    [
+        ("Error", [], "it was killed (SIGKILL, exit 137)"),
+        ("OOMKilled", [], "it ran out of memory (OOMKilled)"),
+        ("Error", [LIVENESS_KILL], "its liveness probe failed"),
+    ],
+)
+def test_a_single_restart_that_healed_is_ready_and_reported_once_with_its_cause(
+    reason: str, events: list[dict[str, Any]], cause: str
+) -> None:
+    reconciler, api, store, _ = setup()
+    reconcile(reconciler)
+    api.pod_event_items["s-1"] = events
+    store.put_child(restarted_pod(store, "s-1", reason=reason))
+    for _ in range(3):
+        reconcile(reconciler)
+    assert condition(store, "Ready") == ("True", "Ready", "1/1 replicas ready")
+    assert condition(store, "Stalled")[:2] == ("False", "NotStalled")
+    # One Event, the cause named, no access-log line as "last words".
+    assert warnings(api) == [
+        ("Restarted", f"pod s-1: container runtime restarted (restart 1) because {cause}")
+    ]
+    assert api.pod_event_lists == ["s-1"]  # the pod's Events read once for this restart
+
+    # Restarting once more, not Ready yet: progressing, not stalled; a second Event.
+    store.put_child(restarted_pod(store, "s-1", reason=reason, ready=False, count=2))
+    reconcile(reconciler)
+    assert condition(store, "Stalled")[:2] == ("False", "NotStalled")
+    assert len(warnings(api)) == 2 and warnings(api)[1][1].startswith(
+        "pod s-1: container runtime restarted (restart 2) because"
+    )

@@ -186,16 +186,16 @@ def test_pods_of_an_old_template_do_not_count() -> None:
         (
             {
                 "state": {"running": {}},
-                "restartCount": 1,
+                "restartCount": 3,
                 "lastState": {"terminated": {"exitCode": 137, "reason": "Error"}},
             },
             "ProbeFailing",
-            "startup or liveness probe failed",
+            "a failing startup or liveness probe, or a kill from outside",
         ),
         (
             {
                 "state": {"running": {}},
-                "restartCount": 1,
+                "restartCount": 3,
                 "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
             },
             "OOMKilled",
