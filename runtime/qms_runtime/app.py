@@ -62,5 +62,5 @@ def create_app(
     install_error_handlers(app, settings.retry_after_seconds)
     app.include_router(router)
     install_openapi(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, connections=state.connections)
     return app

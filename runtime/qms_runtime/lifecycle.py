@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from qms_runtime.api.middleware import Connections
 from qms_runtime.api.prepared import TextModel
 from qms_runtime.api.serving import OpenAIServing
 from qms_runtime.engine.backend import ModelBackend
@@ -48,6 +49,7 @@ class ServerState:
     serving: OpenAIServing | None = None
     error: str | None = None
     started: float = field(default_factory=time.time)
+    connections: Connections = field(default_factory=Connections)
 
     @property
     def ready(self) -> bool:
@@ -74,12 +76,16 @@ class ServerState:
         return self.engine is None or self.engine.alive
 
     def require_serving(self) -> OpenAIServing:
-        """The serving layer, or the NotReady (503) that says why there is none."""
-        if self.phase == "draining":
+        """The serving layer, or the NotReady (503) that says why there is none.
+
+        A draining server still answers (with `Connection: close`: the middleware), so
+        that a client on a kept-alive connection loses nothing; only /ready says 503.
+        """
+        if self.phase == "draining" and self.serving is None:
             raise NotReady("the server is shutting down", "draining")
         if self.phase == "failed":
             raise NotReady(f"the model failed to load: {self.error}", "load_failed")
-        if self.serving is None or self.phase != "ready":
+        if self.serving is None or self.phase not in ("ready", "draining"):
             raise NotReady("the model is still loading", "loading")
         return self.serving
 
@@ -87,8 +93,9 @@ class ServerState:
         if self.phase == "failed":
             return
         if self.phase != "draining":
-            log.info("draining: readiness is now false, new requests get 503")
+            log.info("draining: readiness is now false; answers say Connection: close")
         self.phase = "draining"
+        self.connections.begin_drain()
 
     async def load(self) -> None:
         """Verify, load, start batching and warm up; then ready. Failure is fatal."""

@@ -1,11 +1,15 @@
 """Run the app under uvicorn with Kubernetes-friendly shutdown.
 
-SIGTERM: readiness turns false at once and new requests get 503 while the listener
-stays open (so the Service can take the pod out of rotation); in-flight requests
-finish, bounded by `drain_timeout_seconds`; then uvicorn shuts down and the process
-exits 0. A second SIGTERM or a SIGINT stops at once. A model that cannot be loaded
-(it does not fit, checksum mismatch, no model directory, ...) stops the process with
-exit code 1, after writing why in one line to the termination-message file.
+SIGTERM (after the pod's preStop sleep, when kube-proxy already sends new connections
+elsewhere): readiness turns false at once; requests still arriving on kept-alive
+connections are answered, with `Connection: close`, so each client's next request
+opens a connection to another pod. When no request is in progress and every open
+connection has been idle longer than a client pool keeps an idle connection
+(DRAIN_IDLE_SECONDS), or `drain_timeout_seconds` passed, uvicorn shuts down and the
+process exits 0, its termination message saying how many requests it drained. A
+second SIGTERM or a SIGINT stops at once. A model that cannot be loaded (it does not
+fit, checksum mismatch, no model directory, ...) stops the process with exit code 1,
+after writing why in one line to the termination-message file.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import logging
 import signal
 import socket
+import time
 from types import FrameType
 
 import uvicorn
@@ -24,6 +29,9 @@ from qms_runtime.logs import write_termination_message
 from qms_runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
+# Longer than the idle expiry of the pools clients use (httpx and the openai client: 5 s),
+# so that closing a connection idle this long cannot race a request sent on it.
+DRAIN_IDLE_SECONDS = 6.0
 
 
 class DrainingServer(uvicorn.Server):
@@ -43,19 +51,57 @@ class DrainingServer(uvicorn.Server):
             # Not recorded as a captured signal: uvicorn would re-raise it and exit 143.
             self._loop.call_soon_threadsafe(self._start_drain)
             return
+        if self._holder:
+            state = self._holder[0]
+            write_termination_message(
+                state.settings.termination_log_path,
+                f"qms-runtime: stopped at once by {signal.Signals(sig).name} with "
+                f"{state.connections.active} requests in progress",
+            )
         super().handle_exit(sig, frame)
 
     def _start_drain(self) -> None:
         self._drain_task = asyncio.ensure_future(self._drain())
 
+    def _open_connections(self) -> list[tuple[str, int] | None]:
+        peers = []
+        for protocol in self.server_state.connections:
+            client = getattr(protocol, "client", None)
+            peers.append((str(client[0]), int(client[1])) if client else None)
+        return peers
+
     async def _drain(self) -> None:
         state = self._holder[0]
         state.begin_drain()
+        t0 = time.monotonic()
         timeout = state.settings.drain_timeout_seconds
-        if state.in_flight:
-            log.info("waiting up to %.0fs for %d in-flight sequences", timeout, state.in_flight)
-            if not await state.wait_idle(timeout):
-                log.warning("drain timeout: %d sequences still in flight", state.in_flight)
+        connections = state.connections
+        log.info(
+            "draining: %d requests in progress, %d connections open; waiting up to %.0fs",
+            connections.active,
+            len(self.server_state.connections),
+            timeout,
+        )
+        while time.monotonic() - t0 < timeout:
+            quiet = connections.quiet(self._open_connections(), DRAIN_IDLE_SECONDS)
+            if quiet and not state.in_flight:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            log.warning(
+                "drain timeout: %d requests, %d sequences still in progress",
+                connections.active,
+                state.in_flight,
+            )
+        took = time.monotonic() - t0
+        words = (
+            f"qms-runtime: drained {connections.answered_while_draining} requests in "
+            f"{took:.1f}s after SIGTERM"
+        )
+        if connections.active or state.in_flight:
+            words += f", {connections.active} cut at the drain timeout"
+        log.info(words.removeprefix("qms-runtime: "))
+        write_termination_message(state.settings.termination_log_path, f"{words}, exit 0")
         self.should_exit = True
 
     def fail(self, error: BaseException) -> None:
@@ -79,6 +125,7 @@ def serve(settings: RuntimeSettings) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=int(settings.keep_alive_seconds),
         lifespan="on",
     )
     server = DrainingServer(config, holder)

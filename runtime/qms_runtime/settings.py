@@ -63,6 +63,13 @@ class RuntimeSettings(BaseSettings):
         ge=0,
         description="On SIGTERM, how long in-flight requests may take to finish.",
     )
+    keep_alive_seconds: float = Field(
+        default=75.0,
+        ge=1,
+        description="How long an idle client connection stays open: longer than client "
+        "pools keep one (httpx and the openai client: 5 s), so that the server never "
+        "closes a connection a client is sending on.",
+    )
     log_format: LogFormat = Field(default="json", description="json for ELK, text for humans.")
     log_level: str = Field(default="INFO", description="Python log level.")
     log_prompts: bool = Field(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 
 from qms_cluster import Cluster
 
@@ -172,5 +173,111 @@ class LoadClient:
         with httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), limits=limits) as client:
             while not self._stop.is_set():
                 self._one(client, i)
+                i += 1
+                time.sleep(0.05)
+
+
+class KeepAliveLoad:
+    """What users run: threads each with the official openai client and its default
+    connection pool (connections kept alive, pinned by kube-proxy to the pod they were
+    opened to), ``max_retries=0`` so that nothing is hidden; ``streams`` of the threads
+    stream their answers. Counts per kind: "keep-alive" and "stream"."""
+
+    def __init__(self, base_url: str, model: str, threads: int = 3, streams: int = 1) -> None:
+        self.base_url, self.model = base_url, model
+        self.counts = {"keep-alive": LoadCounts(), "stream": LoadCounts()}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        kinds = ["stream"] * streams + ["keep-alive"] * threads
+        self._threads = [
+            threading.Thread(target=self._run, args=(kind,), daemon=True) for kind in kinds
+        ]
+
+    def __enter__(self) -> KeepAliveLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=120)
+
+    @property
+    def succeeded(self) -> int:
+        return sum(c.succeeded for c in self.counts.values())
+
+    def snapshot(self) -> dict[str, tuple[int, int, int, int]]:
+        """(sent, succeeded, refused, failed) per kind, now."""
+        with self._lock:
+            return {k: (c.sent, c.succeeded, c.refused, c.failed) for k, c in self.counts.items()}
+
+    def since(
+        self, before: dict[str, tuple[int, int, int, int]]
+    ) -> dict[str, tuple[int, int, int, int]]:
+        now = self.snapshot()
+        return {
+            k: (
+                now[k][0] - before[k][0],
+                now[k][1] - before[k][1],
+                now[k][2] - before[k][2],
+                now[k][3] - before[k][3],
+            )
+            for k in now
+        }
+
+    def line(self) -> str:
+        return "; ".join(f"{kind}: {c.line()}" for kind, c in self.counts.items())
+
+    def _record(self, kind: str, outcome: str, detail: str = "") -> None:
+        counts = self.counts[kind]
+        with self._lock:
+            counts.sent += 1
+            if outcome == "ok":
+                counts.succeeded += 1
+            elif outcome == "refused":
+                counts.refused += 1
+                counts.refusals[detail] += 1
+            else:
+                counts.failed += 1
+                counts.failures.append(detail)
+
+    def _one(self, client: openai.OpenAI, kind: str, i: int) -> None:
+        messages: Any = [{"role": "user", "content": f"count to {i % 7}"}]
+        try:
+            if kind == "stream":
+                finish = None
+                for chunk in client.chat.completions.create(
+                    model=self.model, messages=messages, max_tokens=12, temperature=0, stream=True
+                ):
+                    if chunk.choices and chunk.choices[0].finish_reason:
+                        finish = chunk.choices[0].finish_reason
+            else:
+                answer = client.chat.completions.create(
+                    model=self.model, messages=messages, max_tokens=12, temperature=0
+                )
+                finish = answer.choices[0].finish_reason
+        except openai.APIStatusError as e:
+            outcome = "refused" if e.status_code in (429, 503) else "failed"
+            self._record(kind, outcome, f"{e.status_code}: {str(e)[:200]}")
+            return
+        except openai.APIConnectionError as e:
+            refused = isinstance(e.__cause__, httpx.ConnectError)
+            cause = type(e.__cause__).__name__
+            self._record(kind, "refused" if refused else "failed", f"{cause}: {e.__cause__}")
+            return
+        if finish not in ("stop", "length"):
+            self._record(kind, "failed", f"finish_reason {finish}")
+            return
+        self._record(kind, "ok")
+
+    def _run(self, kind: str) -> None:
+        i = 0
+        client = openai.OpenAI(
+            base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0, timeout=60.0
+        )
+        with client:
+            while not self._stop.is_set():
+                self._one(client, kind, i)
                 i += 1
                 time.sleep(0.05)

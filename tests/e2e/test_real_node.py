@@ -18,11 +18,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import pytest
 from openai import OpenAI
 from operator_helpers import ROOT, wait_for
 from real_node_helpers import (
+    KeepAliveLoad,
     LoadClient,
     condition,
     exec_in,
@@ -44,7 +46,7 @@ from real_node_helpers import (
 
 import qms_cluster
 from qms_cluster import Cluster, images, node
-from qms_cluster.cluster import node_layout
+from qms_cluster.cluster import node_layout, restart_component
 
 NS = "qms-real"
 SERVER = "tiny-qwen"
@@ -240,11 +242,49 @@ def _generation_ready(c: Cluster) -> dict[str, Any] | None:
     return None
 
 
+def _follow_drain(c: Cluster, pod: str) -> subprocess.Popen[str]:
+    """`kubectl logs -f` of a pod about to go: its last lines say how long it drained."""
+    return subprocess.Popen(
+        [
+            str(c.bin_dir / "kubectl"),
+            "--kubeconfig",
+            str(c.kubeconfig),
+            "logs",
+            "-f",
+            "-n",
+            NS,
+            pod,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _drained_seconds(follow: subprocess.Popen[str]) -> float:
+    out, _ = follow.communicate(timeout=120)
+    said = re.findall(r"drained (\d+) requests in (\d+\.\d)s after SIGTERM", out)
+    assert said, out[-2000:]
+    return float(said[-1][1])
+
+
 def test_rollout_and_disruptions_under_load_lose_nothing(serving: tuple[Cluster, str]) -> None:
+    """A rollout, a pod deleted and a pod evicted, under three kinds of clients: a new
+    connection per request; the openai client with its default pool (connections kept
+    alive, pinned to their pod by kube-proxy) and no retries; openai streams. Nobody
+    loses a request; the clients that keep connections alive are not even refused."""
     c, base = serving
     seen_reconciling = []
-    with LoadClient(base, "tiny-qwen3") as load:
-        wait_for("the first answers", lambda: load.counts.succeeded >= 5, timeout=60)
+    drains: list[float] = []
+    with (
+        LoadClient(base, "tiny-qwen3", threads=2) as load,
+        KeepAliveLoad(base, "tiny-qwen3", threads=2, streams=1) as kept,
+    ):
+        wait_for(
+            "the first answers",
+            lambda: load.counts.succeeded >= 5 and kept.succeeded >= 5,
+            timeout=60,
+        )
         # 1. A spec change rolls the Deployment.
         before = {p["metadata"]["name"] for p in pods(c, NS, SELECTOR)}
         c.kubectl(
@@ -268,6 +308,7 @@ def test_rollout_and_disruptions_under_load_lose_nothing(serving: tuple[Cluster,
         wait_for("the rollout to finish on the new generation", rolled, timeout=300, every=0.5)
         # 2. A pod deleted by hand.
         victim = ready_pods(c, NS, SELECTOR)[0]["metadata"]["name"]
+        follow = _follow_drain(c, victim)
         c.kubectl("delete", "pod", victim, "-n", NS, "--wait=false")
         wait_for(
             "a replacement for the deleted pod",
@@ -278,8 +319,10 @@ def test_rollout_and_disruptions_under_load_lose_nothing(serving: tuple[Cluster,
             timeout=300,
             every=0.5,
         )
+        drains.append(_drained_seconds(follow))
         # 3. An eviction (what `kubectl drain` sends), under the PodDisruptionBudget.
         victim = ready_pods(c, NS, SELECTOR)[0]["metadata"]["name"]
+        follow = _follow_drain(c, victim)
         eviction = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
@@ -302,13 +345,162 @@ def test_rollout_and_disruptions_under_load_lose_nothing(serving: tuple[Cluster,
             timeout=300,
             every=0.5,
         )
+        drains.append(_drained_seconds(follow))
         time.sleep(2)  # a few more requests on the settled server
     counts = load.counts
-    print(f"\nrollout under load: {counts.line()} refusals={dict(counts.refusals)}")
+    print(
+        f"\nrollout under load, new connection per request: {counts.line()} "
+        f"refusals={dict(counts.refusals)}"
+    )
+    print(f"rollout under load, keep-alive: {kept.line()}")
+    print(f"SIGTERM to exit (drain), deleted and evicted pod: {drains} s")
     assert counts.failed == 0, counts.failures[:10]
     assert counts.succeeded > 20
     assert counts.sent == counts.succeeded + counts.refused
+    for kind, k in kept.counts.items():
+        assert (k.failed, k.refused) == (0, 0), (kind, k.failures[:5], dict(k.refusals))
+        assert k.succeeded > 5, kind
+    # Within the grace period the operator sets: drainTimeoutSeconds (20) + preStop + 10.
+    assert all(d < 20 for d in drains), drains
     assert seen_reconciling, "status never said Reconciling during the rollout"
+
+
+def _server_events(c: Cluster, reason: str) -> list[str]:
+    return [
+        e["message"]
+        for e in kube_json(c, "get", "events", "-n", NS)["items"]
+        if e["reason"] == reason
+        and e["involvedObject"].get("kind") == "QwenModelServer"
+        and e["involvedObject"]["name"] == SERVER
+    ]
+
+
+def _runtime_pid(c: Cluster, pod: dict[str, Any]) -> int:
+    container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://")[1]
+    for line in node.ctr(node_layout(c), "tasks", "ls").splitlines()[1:]:
+        task, pid, _ = line.split()
+        if task == container_id:
+            return int(pid)
+    raise AssertionError(f"no task {container_id} in the node's containerd")
+
+
+def _restarted_and_ready(c: Cluster, name: str) -> bool:
+    [pod] = [p for p in pods(c, NS, SELECTOR) if p["metadata"]["name"] == name]
+    [cs] = pod["status"]["containerStatuses"]
+    return bool(cs["restartCount"] == 1 and cs.get("ready")) and bool(_generation_ready(c))
+
+
+def test_faults_under_keep_alive_load(serving: tuple[Cluster, str]) -> None:
+    """The fault tier (issue 27): each fault under the openai client's keep-alive pool
+    (no retries) and a stream, the counts printed per fault. The control plane frozen,
+    the kubelet restarted, a rollout whose operator pods are force-deleted: nothing
+    failed, nothing refused. One runtime container SIGKILLed from the host: only what
+    was in flight on it fails (at most one request per client thread), and the server
+    is Ready again, with one Event naming the kill."""
+    c, base = serving
+    threads, streams = 3, 1
+    counts: dict[str, dict[str, tuple[int, int, int, int]]] = {}
+    with KeepAliveLoad(base, "tiny-qwen3", threads=threads, streams=streams) as load:
+        wait_for("the first answers", lambda: load.succeeded >= 5, timeout=60)
+
+        def phase(name: str, fault: Callable[[], None]) -> None:
+            before = load.snapshot()
+            fault()
+            time.sleep(2)  # requests after the fault, on the settled server
+            counts[name] = load.since(before)
+
+        def freeze_apiserver() -> None:
+            [api] = [
+                p for p in qms_cluster.status(c.state_dir).components if p.name == "kube-apiserver"
+            ]
+            os.kill(api.pid, signal.SIGSTOP)
+            try:
+                time.sleep(10)
+            finally:
+                os.kill(api.pid, signal.SIGCONT)
+
+        def restart_kubelet() -> None:
+            restart_component(c.state_dir, "kubelet")
+            wait_for(
+                "the node and the server Ready again",
+                lambda: _generation_ready(c),
+                timeout=120,
+                every=0.5,
+            )
+
+        def rollout_without_operator() -> None:
+            before = {p["metadata"]["name"] for p in pods(c, NS, SELECTOR)}
+            c.kubectl(
+                "patch",
+                "qms",
+                SERVER,
+                "-n",
+                NS,
+                "--type=merge",
+                "-p",
+                json.dumps({"spec": {"runtime": {"batching": {"maxBatchSize": 6}}}}),
+            )
+            time.sleep(1)
+            c.kubectl(
+                "delete",
+                "pods",
+                "-n",
+                "qms-system",
+                "-l",
+                "app.kubernetes.io/name=qms-operator",
+                "--force",
+                "--grace-period=0",
+            )
+
+            def rolled() -> dict[str, Any] | None:
+                names = {p["metadata"]["name"] for p in ready_pods(c, NS, SELECTOR)}
+                return _generation_ready(c) if names and not names & before else None
+
+            wait_for(
+                "the rollout to converge with new operator pods", rolled, timeout=300, every=0.5
+            )
+
+        def kill_runtime() -> None:
+            victim = ready_pods(c, NS, SELECTOR)[0]
+            os.kill(_runtime_pid(c, victim), signal.SIGKILL)
+            name = victim["metadata"]["name"]
+            wait_for(
+                f"{name} restarted and the server Ready",
+                lambda: _restarted_and_ready(c, name),
+                timeout=180,
+                every=0.5,
+            )
+            said = (
+                f"pod {name}: container runtime restarted (restart 1) because it was "
+                "killed (SIGKILL, exit 137)"
+            )
+            wait_for(
+                "the Restarted Event", lambda: said in _server_events(c, "Restarted"), timeout=30
+            )
+            server = kube_json(c, "get", "qms", SERVER, "-n", NS)
+            assert (condition(server, "Stalled") or {}).get("status") == "False"
+
+        phase("kube-apiserver frozen 10 s", freeze_apiserver)
+        phase("kubelet restarted", restart_kubelet)
+        phase("rollout, operator pods force-deleted", rollout_without_operator)
+        phase("runtime container SIGKILLed", kill_runtime)
+    print()
+    for name, by_kind in counts.items():
+        for kind, (sent, ok, refused, failed) in by_kind.items():
+            print(f"fault {name!r}, {kind}: sent={sent} ok={ok} refused={refused} failed={failed}")
+    for name, by_kind in counts.items():
+        for kind, (sent, ok, refused, failed) in by_kind.items():
+            assert sent == ok + refused + failed and ok > 0, (name, kind)
+            if name == "runtime container SIGKILLed":
+                assert failed <= (streams if kind == "stream" else threads), (name, kind)
+            else:
+                assert (refused, failed) == (0, 0), (name, kind, load.counts[kind].failures[-5:])
+    assert [
+        f
+        for c_ in load.counts.values()
+        for f in c_.failures
+        if not f.startswith(("ReadError", "RemoteProtocolError"))
+    ] == []
 
 
 BAD = "tiny-bad"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from openai import OpenAI
 from runtime_support import metric_value, start_server
 
 pytestmark = pytest.mark.runtime
@@ -92,8 +94,19 @@ def _stream_tokens(url: str, model: str, started: threading.Event, out: list[Any
 
 
 def test_sigterm_drains_in_flight_streams_and_exits_0(qwen3_dir: Path, tmp_path: Path) -> None:
-    server = start_server(qwen3_dir, tmp_path, drain_timeout_seconds=60)
+    """In-flight streams finish; a keep-alive client (the openai client's own pool, no
+    retries) is still answered on its connection, told to reconnect (Connection: close);
+    /ready says draining; the termination message counts what was drained; exit 0."""
+    last_words = tmp_path / "termination-log"
+    server = start_server(
+        qwen3_dir, tmp_path, drain_timeout_seconds=60, termination_log_path=last_words
+    )
     url = server.base_url
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    before = client.completions.with_raw_response.create(
+        model=qwen3_dir.name, prompt="busy", max_tokens=2
+    )
+    assert before.headers.get("connection") != "close"  # kept alive in the pool
     outcomes: list[Any] = []
     events = [threading.Event() for _ in range(8)]
     threads = [
@@ -106,19 +119,33 @@ def test_sigterm_drains_in_flight_streams_and_exits_0(qwen3_dir: Path, tmp_path:
         assert event.wait(60)
     assert metric_value(url, "vllm:num_requests_running") == 8
     server.terminate()
-    late = None
-    for _ in range(50):  # the signal is handled asynchronously; readiness flips at once after
+    ready_before = 0
+    for _ in range(100):  # the signal is handled asynchronously; readiness flips at once after
         ready = httpx.get(f"{url}/ready", timeout=10)
         if ready.status_code == 503:
-            late = httpx.post(
-                f"{url}/v1/completions", json=_completion(qwen3_dir.name, 2), timeout=10
-            )
             break
+        ready_before += 1
     assert ready.json()["error"]["code"] == "draining"
-    assert late is not None and late.status_code == 503
-    assert late.json()["error"]["code"] == "draining"
+    late = [
+        client.completions.with_raw_response.create(
+            model=qwen3_dir.name, prompt="late", max_tokens=2
+        )
+        for _ in range(3)
+    ]
+    assert [(r.http_response.status_code, r.headers.get("connection")) for r in late] == [
+        (200, "close")
+    ] * 3
+    assert [r.parse().choices[0].finish_reason for r in late] == ["length"] * 3
     for thread in threads:
         thread.join(120)
     assert outcomes == [(200, 120, "length", True)] * 8
     assert server.process.wait(60) == 0
     assert server.stop() == 0
+    said = re.fullmatch(
+        r"qms-runtime: drained (\d+) requests in (\d+\.\d)s after SIGTERM, exit 0",
+        last_words.read_text().rstrip("\n"),
+    )
+    assert said is not None, last_words.read_text()
+    # The 8 streams, the 3 late answers, the /ready that said draining (and any /ready
+    # poll that began just before the drain and ended in it).
+    assert 12 <= int(said.group(1)) <= 12 + ready_before

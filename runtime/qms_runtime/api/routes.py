@@ -193,7 +193,11 @@ async def ready(request: Request) -> Response:
         return JSONResponse({"status": "ready"})
     try:
         state.require_serving()
-        error = not_ready("the batching loop is not running", "engine_unavailable")
+        error = (
+            not_ready("the server is shutting down", "draining")
+            if state.phase == "draining"
+            else not_ready("the batching loop is not running", "engine_unavailable")
+        )
     except NotReady as exc:
         error = to_api_error(exc, state.settings.retry_after_seconds)
     return JSONResponse(error_body(error), status_code=503)

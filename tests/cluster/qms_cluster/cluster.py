@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -233,6 +234,30 @@ def _drain_real_node(lay: Layout, state: dict[str, Any], log: Log) -> None:
             return
         time.sleep(0.5)
     log(f"{node.NAME}: pods still running after 60s; cleaning up by force")
+
+
+def restart_component(
+    state_dir: Path | None, name: str, sig: int = signal.SIGKILL, log: Log = _stderr
+) -> procs.Proc:
+    """Kill one component (the kubelet, say) with ``sig`` and start it again as before:
+    a fault for the tests. Its state entry follows the new process."""
+    lay = _layout(state_dir)
+    state = _load(lay)
+    if state is None:
+        raise ClusterError(f"no cluster in {lay.root}")
+    running = _procs(state)
+    [old] = [p for p in running if p.name == name]
+    with contextlib.suppress(OSError):
+        os.kill(old.pid, sig)
+    deadline = time.monotonic() + 30
+    while procs.alive(old) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    env = dict(os.environ, PATH=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    new = procs.spawn(name, list(old.argv), old.log, env)
+    state["components"] = [(new if p.name == name else p).to_json() for p in running]
+    _save(lay, state)
+    log(f"{name} restarted: pid {old.pid} -> {new.pid}")
+    return new
 
 
 def node_names() -> list[str]:
