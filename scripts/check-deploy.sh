@@ -33,7 +33,13 @@ if [ ! -e "$TOOLS/.ready" ]; then
   rm -rf "$TOOLS"
   python3 -m venv "$TOOLS"
   "$TOOLS/bin/pip" install --quiet --upgrade pip
-  "$TOOLS/bin/pip" install --quiet "checkov==$CHECKOV_VERSION"
+  # One line per package pip collects (progress); its whole output kept for a failure.
+  if ! "$TOOLS/bin/pip" install --progress-bar off "checkov==$CHECKOV_VERSION" 2>&1 \
+      | tee "$TOOLS.pip.log" | grep --line-buffered -E '^(Collecting|Successfully installed)' \
+      | sed -u 's/^\(.\{0,100\}\).*/  pip: \1/'; then
+    tail -n 40 "$TOOLS.pip.log" >&2
+    exit 1
+  fi
   touch "$TOOLS/.ready"
 fi
 

@@ -72,18 +72,26 @@ def one_line(text: str, limit: int = LAST_WORDS_MAX) -> str:
 
 
 _TEXT_LOG = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|WARN) \S+: ")  # the runtime's text logs
+# A JSON log record's level, also in a record whose start the kubelet cut off (the
+# fallback message is the log's last bytes, so its first line is often a fragment).
+_JSON_LEVEL = re.compile(r'"level":\s*"(\w+)"')
 
 
 def _not_an_error(line: str) -> bool:
     """A log line below error level: the runtime's JSON or text format, or uvicorn's."""
     stripped = line.strip()
-    if stripped.startswith("{"):
+    if stripped.startswith("{") or stripped.endswith("}"):
         try:
             record = json.loads(stripped)
         except ValueError:
-            return False
-        level = str(record.get("level", "")).lower() if isinstance(record, dict) else ""
-        return level in ("debug", "info", "warning", "warn")
+            record = None
+        if isinstance(record, dict):
+            level = str(record.get("level", ""))
+        else:
+            m = _JSON_LEVEL.search(stripped)
+            level = m.group(1) if m else ""
+        if level:
+            return level.lower() in ("debug", "info", "warning", "warn")
     return bool(_TEXT_LOG.match(stripped)) or stripped.startswith("INFO:")
 
 

@@ -262,9 +262,14 @@ class KeepAliveLoad:
             self._record(kind, outcome, f"{e.status_code}: {str(e)[:200]}")
             return
         except openai.APIConnectionError as e:
-            refused = isinstance(e.__cause__, httpx.ConnectError)
+            # The openai client carries an httpx of its own (httpx2): go by the name.
             cause = type(e.__cause__).__name__
-            self._record(kind, "refused" if refused else "failed", f"{cause}: {e.__cause__}")
+            refused = cause == "ConnectError"
+            self._record(
+                kind,
+                "refused" if refused else "failed",
+                f"{cause}: {e.__cause__} at {time.strftime('%H:%M:%S')}",
+            )
             return
         if finish not in ("stop", "length"):
             self._record(kind, "failed", f"finish_reason {finish}")
@@ -281,3 +286,38 @@ class KeepAliveLoad:
                 self._one(client, kind, i)
                 i += 1
                 time.sleep(0.05)
+
+
+class EndpointWatch:
+    """`kubectl get endpointslices -w` in the background, each change with its time:
+    what kube-proxy was told while a fault ran (printed when a fault test fails)."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        template = (
+            "{.type} {range .object.endpoints[*]}{.targetRef.name}={.addresses[0]}"
+            " ready={.conditions.ready} serving={.conditions.serving}"
+            ' terminating={.conditions.terminating}; {end}{"\\n"}'
+        )
+        self.lines: list[str] = []
+        self._proc = subprocess.Popen(
+            [
+                str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig),
+                "get", "endpointslices", "-n", namespace, "-w", "--output-watch-events",
+                "-o", f"jsonpath={template}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self.lines.append(f"{time.strftime('%H:%M:%S')} {line.rstrip()}")
+
+    def stop(self) -> list[str]:
+        self._proc.terminate()
+        self._proc.wait(10)
+        return self.lines

@@ -33,6 +33,7 @@ import pytest
 from openai import OpenAI
 from operator_helpers import ROOT, wait_for
 from real_node_helpers import (
+    EndpointWatch,
     KeepAliveLoad,
     LoadClient,
     condition,
@@ -400,6 +401,7 @@ def test_faults_under_keep_alive_load(serving: tuple[Cluster, str]) -> None:
     c, base = serving
     threads, streams = 3, 1
     counts: dict[str, dict[str, tuple[int, int, int, int]]] = {}
+    watch = EndpointWatch(c, NS)
     with KeepAliveLoad(base, "tiny-qwen3", threads=threads, streams=streams) as load:
         wait_for("the first answers", lambda: load.succeeded >= 5, timeout=60)
 
@@ -408,6 +410,7 @@ def test_faults_under_keep_alive_load(serving: tuple[Cluster, str]) -> None:
             fault()
             time.sleep(2)  # requests after the fault, on the settled server
             counts[name] = load.since(before)
+            print(f"\nfault {name!r}: {counts[name]}", flush=True)
 
         def freeze_apiserver() -> None:
             [api] = [
@@ -474,9 +477,28 @@ def test_faults_under_keep_alive_load(serving: tuple[Cluster, str]) -> None:
                 f"pod {name}: container runtime restarted (restart 1) because it was "
                 "killed (SIGKILL, exit 137)"
             )
-            wait_for(
-                "the Restarted Event", lambda: said in _server_events(c, "Restarted"), timeout=30
-            )
+
+            def restarted_event() -> list[str]:
+                return [m for m in _server_events(c, "Restarted") if m.startswith(said)]
+
+            try:
+                wait_for("the Restarted Event", restarted_event, timeout=30)
+            except AssertionError:
+                print("Restarted Events of the server:", _server_events(c, "Restarted"))
+                print(
+                    c.kubectl(
+                        "logs",
+                        "-n",
+                        "qms-system",
+                        "-l",
+                        "app.kubernetes.io/name=qms-operator",
+                        "--tail=30",
+                        check=False,
+                    ).stdout
+                )
+                raise
+            [event] = restarted_event()
+            print(f"Event Restarted: {event}")
             server = kube_json(c, "get", "qms", SERVER, "-n", NS)
             assert (condition(server, "Stalled") or {}).get("status") == "False"
 
@@ -484,10 +506,15 @@ def test_faults_under_keep_alive_load(serving: tuple[Cluster, str]) -> None:
         phase("kubelet restarted", restart_kubelet)
         phase("rollout, operator pods force-deleted", rollout_without_operator)
         phase("runtime container SIGKILLed", kill_runtime)
+    endpoints = watch.stop()
     print()
     for name, by_kind in counts.items():
         for kind, (sent, ok, refused, failed) in by_kind.items():
             print(f"fault {name!r}, {kind}: sent={sent} ok={ok} refused={refused} failed={failed}")
+    if any(k.failed or k.refused for k in load.counts.values()):
+        print("EndpointSlice changes:", *endpoints, sep="\n  ")
+        for kind, k in load.counts.items():
+            print(kind, "failures:", k.failures[:50], "refusals:", dict(k.refusals))
     for name, by_kind in counts.items():
         for kind, (sent, ok, refused, failed) in by_kind.items():
             assert sent == ok + refused + failed and ok > 0, (name, kind)
@@ -592,43 +619,69 @@ def _uplink() -> str:
     return out.stdout.split(" dev ")[1].split()[0]
 
 
-def test_no_packet_to_a_cluster_range_leaves_the_machine(
-    real: tuple[Cluster, dict[str, set[str]]],
-) -> None:
+def _uplink_packets(uplink: str, cidrs: list[str]) -> dict[str, int]:
+    listing = subprocess.run(
+        ["iptables", "-w", "-L", "OUTPUT", "-n", "-v", "-x"], capture_output=True, text=True
+    ).stdout
+    return {
+        line.split()[-1]: int(line.split()[0])
+        for line in listing.splitlines()
+        if f" {uplink} " in line and line.split()[-1] in cidrs
+    }
+
+
+def _connect_fails(address: str) -> str:
+    try:
+        socket.create_connection((address, 8080), timeout=5).close()
+    except OSError as e:
+        return type(e).__name__
+    return ""
+
+
+def test_no_packet_to_a_cluster_range_leaves_the_machine(serving: tuple[Cluster, str]) -> None:
     """Addresses no kube-proxy rule or pod answers for: a ClusterIP of no Service (what
     every ClusterIP is while kube-proxy has not synced it), a kwok pod's address, a
-    free address of the node's pod subnet. Each fails here; not one packet goes out
+    free address of the node's pod subnet; then the real Service's ClusterIP with
+    kube-proxy stopped and its rules gone. Each fails here; not one packet goes out
     through the uplink (an iptables rule without a target counts them)."""
+    c, base = serving
+    cluster_ip = base.split("//")[1].split(":")[0]
     uplink = _uplink()
     targets = {
         "10.96.255.254": node.SERVICE_CIDR,
         "10.244.1.1": node.KWOK_POD_CIDR,
         "10.245.0.254": node.POD_SUBNET,
     }
-    for address in targets:
+    for address in [*targets, cluster_ip]:
         route = subprocess.run(["ip", "route", "get", address], capture_output=True, text=True)
         said = (route.stdout + route.stderr).strip()
         assert f" dev {uplink} " not in said and " via " not in said, said
-    counting = [["OUTPUT", "-o", uplink, "-d", cidr] for cidr in targets.values()]
+    cidrs = list(targets.values())
+    counting = [["OUTPUT", "-o", uplink, "-d", cidr] for cidr in cidrs]
     for rule in counting:
         subprocess.run(["iptables", "-w", "-I", *rule], check=True)
     try:
-        failures = {}
-        for address in targets:
+        failures = {address: _connect_fails(address) for address in targets}
+        assert all(failures.values()), failures
+        # kube-proxy stopped, its rules removed (what a node sees while it restarts).
+        [proxy] = [p for p in qms_cluster.status(c.state_dir).components if p.name == "kube-proxy"]
+        os.kill(proxy.pid, signal.SIGKILL)
+        subprocess.run(
+            [str(qms_cluster.build.binary("kube-proxy")), "--cleanup"], capture_output=True
+        )
+        try:
+            assert _connect_fails(cluster_ip), "the ClusterIP answered with kube-proxy gone"
+        finally:
+            restart_component(c.state_dir, "kube-proxy")
+        assert _uplink_packets(uplink, cidrs) == {cidr: 0 for cidr in cidrs}
+
+        def answers() -> bool:
             try:
-                socket.create_connection((address, 8080), timeout=5).close()
-            except OSError as e:
-                failures[address] = type(e).__name__
-        assert set(failures) == set(targets)
-        listing = subprocess.run(
-            ["iptables", "-w", "-L", "OUTPUT", "-n", "-v", "-x"], capture_output=True, text=True
-        ).stdout
-        sent = {
-            line.split()[-1]: int(line.split()[0])
-            for line in listing.splitlines()
-            if f" {uplink} " in line and line.split()[-1] in targets.values()
-        }
-        assert sent == {cidr: 0 for cidr in targets.values()}
+                return httpx.get(f"{base}/ready", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("the Service to answer through the restarted kube-proxy", answers, timeout=60)
     finally:
         for rule in counting:
             subprocess.run(["iptables", "-w", "-D", *rule], check=False)

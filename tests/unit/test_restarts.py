@@ -137,6 +137,13 @@ def test_a_fallback_log_tail_of_access_lines_is_not_shown() -> None:
     )
     assert last_words([looping]) == ""
     assert termination_words(ACCESS_TAIL) == ""
+    # The kubelet keeps the log's last bytes: the first record is cut off (seen on the
+    # real node after a SIGKILL).
+    cut = ', "level": "info", "logger": "qms_runtime.lifecycle", "message": "ready"}'
+    assert termination_words(cut + "\n" + ACCESS_TAIL) == ""
+    assert termination_words('"level": "error", "message": "boom"}') == (
+        '"level": "error", "message": "boom"}'
+    )
     # Error lines of a tail stay, in either log format, and so do tracebacks.
     tail = (
         ACCESS_TAIL + "\n"

@@ -114,20 +114,14 @@ def ensure_base(log: Log) -> str:
     log(f"making the local base {ref} with mmdebstrap (about a minute)")
     with tempfile.TemporaryDirectory(prefix="qms-base-") as tmp:
         tar = Path(tmp) / "base.tar"
-        r = subprocess.run(
-            [
-                "mmdebstrap",
-                "--variant=minbase",
-                f"--include={','.join(BASE_PACKAGES)}",
-                "--quiet",
-                BASE_SUITE,
-                str(tar),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if r.returncode != 0:
-            raise RuntimeError(f"mmdebstrap failed: {r.stderr[-2000:]}")
+        argv = [
+            "mmdebstrap",
+            "--variant=minbase",
+            f"--include={','.join(BASE_PACKAGES)}",
+            BASE_SUITE,
+            str(tar),
+        ]
+        _stream(argv, log, "base")  # its lines are not steps: a tick every 30 s
         ctr = _buildah("from", "scratch").strip()
         try:
             _buildah("add", ctr, str(tar), "/")
