@@ -455,6 +455,10 @@ def kubelet_config(lay: NodeLayout, ports: NodePorts) -> dict[str, object]:
         "cgroupDriver": "cgroupfs",
         "failCgroupV1": False,
         "cgroupsPerQOS": False,
+        # Without pod cgroups, a restarted kubelet's in-place resize check of the pods
+        # it finds running dereferences the missing pod cgroup and panics
+        # (kuberuntime_manager.go:839 doPodResizeAction, seen in the fault tier).
+        "featureGates": {"InPlacePodVerticalScaling": False},
         "enforceNodeAllocatable": [],
         "failSwapOn": False,
         "oomScoreAdj": 0,
