@@ -97,8 +97,23 @@ def _not_an_error(line: str) -> bool:
 
 def termination_words(message: str) -> str:
     """A container's termination message as status shows it: what the runtime wrote, or
-    the error lines of a log tail (FallbackToLogsOnError), never access or info lines."""
-    return one_line("\n".join(ln for ln in message.splitlines() if not _not_an_error(ln)))
+    the error lines of a log tail (FallbackToLogsOnError), never access or info lines.
+    The tail's first line, a JSON record the kubelet cut at its start, is dropped."""
+    lines = message.splitlines()
+    if lines and _cut_record(lines[0]):
+        lines = lines[1:]
+    return one_line("\n".join(ln for ln in lines if not _not_an_error(ln)))
+
+
+def _cut_record(line: str) -> bool:
+    stripped = line.strip()
+    if stripped.startswith("{") or not stripped.endswith("}") or '": ' not in stripped:
+        return False
+    try:
+        json.loads(stripped)
+    except ValueError:
+        return True
+    return False
 
 
 def _crashed(cs: dict[str, Any]) -> dict[str, Any]:

@@ -289,35 +289,42 @@ class KeepAliveLoad:
 
 
 class EndpointWatch:
-    """`kubectl get endpointslices -w` in the background, each change with its time:
-    what kube-proxy was told while a fault ran (printed when a fault test fails)."""
+    """`kubectl get endpointslices -w` in the background (started again when a watch
+    ends, as it does when the API server stalls), each change with its time: what
+    kube-proxy was told while a fault ran (printed when a fault test loses requests)."""
+
+    TEMPLATE = (
+        "{.type} {range .object.endpoints[*]}{.targetRef.name}={.addresses[0]}"
+        " ready={.conditions.ready} serving={.conditions.serving}"
+        ' terminating={.conditions.terminating}; {end}{"\\n"}'
+    )
 
     def __init__(self, cluster: Cluster, namespace: str) -> None:
-        template = (
-            "{.type} {range .object.endpoints[*]}{.targetRef.name}={.addresses[0]}"
-            " ready={.conditions.ready} serving={.conditions.serving}"
-            ' terminating={.conditions.terminating}; {end}{"\\n"}'
-        )
+        self.argv = [
+            str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig),
+            "get", "endpointslices", "-n", namespace, "-w", "--output-watch-events",
+            "-o", f"jsonpath={self.TEMPLATE}",
+        ]  # fmt: skip
         self.lines: list[str] = []
-        self._proc = subprocess.Popen(
-            [
-                str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig),
-                "get", "endpointslices", "-n", namespace, "-w", "--output-watch-events",
-                "-o", f"jsonpath={template}",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen[str] | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            self.lines.append(f"{time.strftime('%H:%M:%S')} {line.rstrip()}")
+        while not self._stop.is_set():
+            self._proc = subprocess.Popen(
+                self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            assert self._proc.stdout is not None
+            for line in self._proc.stdout:
+                self.lines.append(f"{time.strftime('%H:%M:%S')} {line.rstrip()}")
+            self._proc.wait()
+            time.sleep(0.2)
 
     def stop(self) -> list[str]:
-        self._proc.terminate()
-        self._proc.wait(10)
+        self._stop.set()
+        if self._proc is not None:
+            self._proc.terminate()
+        self._reader.join(10)
         return self.lines

@@ -33,9 +33,18 @@ def test_a_drain_waits_for_requests_and_for_connections_idle_past_client_expiry(
     # B's client closes its connection after that answer; A is still open, idle 4 s:
     # a pool with a 5 s expiry may still send on it.
     assert not ledger.quiet([A], DRAIN_IDLE_SECONDS)
+    # A idle 6 s, but a request ended 2 s ago: a proxy may still send new connections.
     clock.now = 100.0 + DRAIN_IDLE_SECONDS
+    assert not ledger.quiet([A], DRAIN_IDLE_SECONDS)
+    assert not ledger.quiet([], DRAIN_IDLE_SECONDS)
+    # A new connection's request (a proxy not yet updated) is answered and counted.
+    ledger.started(None)
+    ledger.finished(None)
+    assert ledger.answered_while_draining == 2
+    clock.now = 106.0 + DRAIN_IDLE_SECONDS - 0.1
+    assert not ledger.quiet([A], DRAIN_IDLE_SECONDS)
+    clock.now = 106.0 + DRAIN_IDLE_SECONDS
     assert ledger.quiet([A], DRAIN_IDLE_SECONDS)
-    assert ledger.quiet([], DRAIN_IDLE_SECONDS)
 
 
 def test_a_connection_never_seen_counts_as_idle_from_the_drain_on() -> None:

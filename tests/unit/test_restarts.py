@@ -141,9 +141,13 @@ def test_a_fallback_log_tail_of_access_lines_is_not_shown() -> None:
     # real node after a SIGKILL).
     cut = ', "level": "info", "logger": "qms_runtime.lifecycle", "message": "ready"}'
     assert termination_words(cut + "\n" + ACCESS_TAIL) == ""
-    assert termination_words('"level": "error", "message": "boom"}') == (
-        '"level": "error", "message": "boom"}'
+    seen = (  # the first line of a real node's tail after a SIGKILL
+        'untime.access", "message": "GET /ready 503", "request_id": "eac708d1", '
+        '"status": 503, "duration_s": 0.0065}'
     )
+    assert termination_words(seen + "\n" + ACCESS_TAIL) == ""
+    error = '{"level": "error", "message": "boom"}'
+    assert termination_words(seen + "\n" + error) == error
     # Error lines of a tail stay, in either log format, and so do tracebacks.
     tail = (
         ACCESS_TAIL + "\n"

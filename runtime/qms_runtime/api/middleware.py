@@ -49,6 +49,7 @@ class Connections:
         self.last_seen: dict[Client, float] = {}
         self.draining_since: float | None = None
         self.answered_while_draining = 0
+        self.last_activity = float("-inf")  # any request's start or end, on any connection
 
     @property
     def draining(self) -> bool:
@@ -60,12 +61,14 @@ class Connections:
 
     def started(self, client: Client | None) -> None:
         self.active += 1
+        self.last_activity = self._clock()
         if client is not None:
-            self.last_seen[client] = self._clock()
+            self.last_seen[client] = self.last_activity
 
     def finished(self, client: Client | None) -> None:
         self.active -= 1
         now = self._clock()
+        self.last_activity = now
         if self.draining:
             self.answered_while_draining += 1
         if client is not None:
@@ -76,12 +79,16 @@ class Connections:
                 del self.last_seen[gone]
 
     def quiet(self, open_connections: Iterable[Client | None], idle_seconds: float) -> bool:
-        """No request in progress, and every connection still open idle this long (a
-        client's pool drops a connection idle past its keep-alive expiry: closing it
-        then cannot race a request on it)."""
+        """No request in progress, none begun or ended for ``idle_seconds`` on any
+        connection (a proxy that has not yet seen the pod leave still sends new
+        connections here: they are answered), and every connection still open idle that
+        long (a client's pool drops a connection idle past its keep-alive expiry:
+        closing it then cannot race a request on it)."""
         if self.active:
             return False
         now = self._clock()
+        if now - self.last_activity < idle_seconds:
+            return False
         since = self.draining_since if self.draining_since is not None else now
         return all(
             now - self.last_seen.get(c, since) >= idle_seconds
