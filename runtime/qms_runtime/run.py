@@ -82,24 +82,25 @@ class DrainingServer(uvicorn.Server):
             len(self.server_state.connections),
             timeout,
         )
+        timed_out = True
         while time.monotonic() - t0 < timeout:
             quiet = connections.quiet(self._open_connections(), DRAIN_IDLE_SECONDS)
             if quiet and not state.in_flight:
+                timed_out = False
                 break
             await asyncio.sleep(0.05)
-        else:
-            log.warning(
-                "drain timeout: %d requests, %d sequences still in progress",
-                connections.active,
-                state.in_flight,
-            )
         took = time.monotonic() - t0
         words = (
             f"qms-runtime: drained {connections.answered_while_draining} requests in "
             f"{took:.1f}s after SIGTERM"
         )
-        if connections.active or state.in_flight:
-            words += f", {connections.active} cut at the drain timeout"
+        if timed_out:
+            log.warning(
+                "drain timeout: %d requests, %d sequences still in progress",
+                connections.active,
+                state.in_flight,
+            )
+            words += f", stopped at the drain timeout with {connections.active} in progress"
         log.info(words.removeprefix("qms-runtime: "))
         write_termination_message(state.settings.termination_log_path, f"{words}, exit 0")
         self.should_exit = True

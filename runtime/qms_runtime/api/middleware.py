@@ -117,7 +117,11 @@ class RequestContextMiddleware:
         status = 500
         client = scope.get("client")
         peer = (str(client[0]), int(client[1])) if client else None
-        self.connections.started(peer)
+        # Probes and scrapes come every few seconds from the kubelet and Prometheus,
+        # whatever the pod's state: they neither keep a drain waiting nor count in it.
+        counted = path not in _QUIET
+        if counted:
+            self.connections.started(peer)
 
         async def send_with_context(message: Message) -> None:
             nonlocal status
@@ -136,7 +140,8 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_context)
         finally:
-            self.connections.finished(peer)
+            if counted:
+                self.connections.finished(peer)
             if path not in _QUIET or status >= 500:
                 log.info(
                     "%s %s %d",
