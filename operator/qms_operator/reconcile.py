@@ -20,20 +20,10 @@ from .apply import Api, ApiError, NotServed
 from .builders import desired_children, unwanted_kinds
 from .clock import utc_now
 from .diff import differences
+from .pods import Restart, last_words, restart_cause, restarts, termination_words
 from .rollout import replace_one_at_a_time
 from .spec import QwenModelServerSpec, parse_spec
-from .status import (
-    MONITORING,
-    Observed,
-    Restart,
-    compute_status,
-    current_pods,
-    failed_status,
-    last_words,
-    restart_cause,
-    restarts,
-    termination_words,
-)
+from .status import MONITORING, Observed, compute_status, current_pods, failed_status
 from .store import Key, Store
 
 log = logging.getLogger("qms_operator")
@@ -109,6 +99,7 @@ class Reconciler:
         # Each container restart seen (pod uid, container, restartCount) -> its cause:
         # the pod's Events are read once per restart, and one Event reports it.
         self._restarts: dict[Key, dict[tuple[str, str, int], str]] = {}
+        self._restarts_reported: dict[Key, set[tuple[str, str, int]]] = {}
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -188,6 +179,7 @@ class Reconciler:
             self._crashed,
             self._last_words,
             self._restarts,
+            self._restarts_reported,
         ):
             table.pop(key, None)
 
@@ -197,31 +189,34 @@ class Reconciler:
         """Why each restarted container of ``pods`` restarted, by "pod/container".
 
         A restart not seen before is looked up once in its pod's Events (a probe kill
-        is only said there) and reported by one Event on the server with its cause and
-        the container's last words, unless the kubelet calls it a crash loop (then the
-        Stalled Warning says it). An Events list that fails is retried next time.
+        is only said there). Once the container is Ready again, one Event on the server
+        reports it with its cause and the container's last words; one that never gets
+        Ready again is a crash loop or a stall, which the Stalled Warning says. An Events
+        list that fails is retried next time.
         """
         meta = server["metadata"]
         key = (meta["namespace"], meta["name"])
         known = self._restarts.setdefault(key, {})
+        reported = self._restarts_reported.setdefault(key, set())
         found = restarts(pods)
         live = {(r.uid, r.container, r.count) for r in found}
         for gone in [k for k in known if k not in live]:
             del known[gone]
+        reported &= live
         causes = {}
         for restart in found:
             seen_as = (restart.uid, restart.container, restart.count)
+            status = _container_status(pods, restart)
             if seen_as not in known:
                 try:
                     events = await self._call(self.api.pod_events, meta["namespace"], restart.pod)
                 except ApiError as exc:
                     log.warning("restart of %s not explained: %s", restart.key, exc)
                     continue
-                status = _container_status(pods, restart)
                 known[seen_as] = restart_cause(status, events)
-                looping = (status.get("state", {}).get("waiting") or {}).get("reason")
-                if looping != "CrashLoopBackOff":
-                    self._report_restart(server, restart, known[seen_as], status)
+            if restart.ready and seen_as not in reported:
+                reported.add(seen_as)
+                self._report_restart(server, restart, known[seen_as], status)
             causes[restart.key] = known[seen_as]
         return causes
 

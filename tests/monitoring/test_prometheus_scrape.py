@@ -13,8 +13,8 @@ The known load, counted on the client:
   count a series' first value);
 - the measured load (`LOAD`): 200s on the three inference endpoints, 400s and 404s,
   with probes and /v1/models in between (`PROBES`);
-- SIGTERM with one long stream in flight, then `DRAIN_503` requests answered 503
-  "draining" (the runtime's 5xx path), then the process exits.
+- SIGTERM with one long stream in flight, then `DRAIN` requests, still answered (200,
+  `Connection: close`: a draining pod loses nothing), then the process exits.
 
 Prometheus is then queried at fixed times (its own sample timestamps): counts are
 exact; rates are within a stated tolerance of the requests sent.
@@ -62,7 +62,7 @@ LOAD = {
     (CHAT, "404"): 2,
 }
 PROBES = {"/health": 10, "/ready": 10, "/v1/models": 2}
-DRAIN_503 = 3
+DRAIN = 3
 GENERATED_PER_OK = 2  # max_tokens with ignore_eos: every 200 generates exactly this many
 # rate() extrapolates past the first and last samples of a window by at most half a
 # scrape interval at the start and 1.1 intervals at the end (0.8 s with 500 ms
@@ -256,7 +256,8 @@ def run(prometheus_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         result.t_loaded = max(_sample_time(seen) + SETTLE, result.t_start + MIN_SPAN)
         _wait_until(result.t_loaded + SETTLE)
 
-        # SIGTERM with a stream in flight: new requests get 503 until it ends.
+        # SIGTERM with a stream in flight: new requests are still answered, with
+        # Connection: close.
         opened, close, stream_state = threading.Event(), threading.Event(), {}
         streamer = threading.Thread(target=_stream, args=(url, opened, close, stream_state))
         streamer.start()
@@ -268,13 +269,10 @@ def run(prometheus_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             time.sleep(0.02)
         body = {"model": MODEL, "prompt": [5, 6, 7], "max_tokens": 2}
         result.drain_responses = [
-            httpx.post(f"{url}{COMPLETIONS}", json=body, timeout=10) for _ in range(DRAIN_503)
+            httpx.post(f"{url}{COMPLETIONS}", json=body, timeout=10) for _ in range(DRAIN)
         ]
         # The stream's 200 is counted when its headers go out.
-        drained = expected | {
-            (COMPLETIONS, "503"): 1.0 + DRAIN_503,
-            (COMPLETIONS, "200"): expected[(COMPLETIONS, "200")] + 1,
-        }
+        drained = expected | {(COMPLETIONS, "200"): expected[(COMPLETIONS, "200")] + 1 + DRAIN}
         seen = prometheus.wait_for(
             f"qms_requests_total{{{RUNTIME}}}",
             lambda r: values_by(r, "endpoint", "status") == drained,
@@ -319,13 +317,12 @@ def test_the_target_carries_the_pod_labels(run: Run) -> None:
 def test_the_inference_counter_in_prometheus_equals_the_requests_sent(run: Run) -> None:
     expected = {key: 1.0 + n for key, n in LOAD.items()} | {(COMPLETIONS, "503"): 1.0}
     assert _counts(run.prometheus, run.t_loaded) == expected
-    streamed = expected[(COMPLETIONS, "200")] + 1  # the stream in flight during the drain
-    assert _counts(run.prometheus, run.t_drained_seen) == expected | {
-        (COMPLETIONS, "503"): 1.0 + DRAIN_503,
-        (COMPLETIONS, "200"): streamed,
-    }
-    assert [r.status_code for r in run.drain_responses] == [503] * DRAIN_503
-    assert {r.json()["error"]["code"] for r in run.drain_responses} == {"draining"}
+    # The stream in flight during the drain, and the requests answered while draining.
+    drained = expected[(COMPLETIONS, "200")] + 1 + DRAIN
+    assert _counts(run.prometheus, run.t_drained_seen) == expected | {(COMPLETIONS, "200"): drained}
+    assert [(r.status_code, r.headers.get("connection")) for r in run.drain_responses] == [
+        (200, "close")
+    ] * DRAIN
     assert run.exit_code == 0
 
 
@@ -433,14 +430,13 @@ def test_the_dashboard_variable_queries_find_the_server(run: Run) -> None:
     assert run.prometheus.label_values("app_kubernetes_io_instance", match) == [SERVER]
 
 
-def test_the_error_rate_alert_sees_the_drain_503s(run: Run) -> None:
-    assert run.stream_open_at_drain_scrape, "the stream ended before the 503s were scraped"
+def test_the_error_rate_alert_stays_quiet_through_a_drain(run: Run) -> None:
+    """A drain answers what arrives (issue 27): no 5xx, so the alert's expression has no
+    series while the stream and the drain's requests were scraped (its firing on 5xx
+    is promtool's unit test, tests/monitoring/*.test.yaml)."""
+    assert run.stream_open_at_drain_scrape, "the stream ended before the drain was scraped"
     (expr,) = [r["expr"] for r in prometheus_rules.rules() if r.get("alert") == "QMSHighErrorRate"]
-    (sample,) = run.prometheus.query(expr, run.t_drained)
-    assert sample["metric"] == {"namespace": NAMESPACE, "app_kubernetes_io_instance": SERVER}
-    # 5xx / all inference requests over 5m: the prelude's first values are not counted.
-    ratio = DRAIN_503 / (sum(LOAD.values()) + 1 + DRAIN_503)  # + 1: the stream
-    assert abs(float(sample["value"][1]) - ratio) <= RATE_TOLERANCE * ratio, (sample, ratio)
+    assert run.prometheus.query(expr, run.t_drained) == []
 
 
 def test_a_runtime_gone_is_up_0_and_absent_fires(run: Run) -> None:

@@ -131,7 +131,10 @@ def test_penalties_match_a_reference(server: tuple[str, Path, RuntimeServer]) ->
 
     answers = asyncio.run(run())[: len(cases)]
     assert answers == references
-    assert all(answer != plain for answer in answers)
+    # The penalties change the answer (on random weights one case may by chance leave a
+    # greedy answer as it was: seen once with qwen3_omni_moe in CI; the reference
+    # equality above is the exact check).
+    assert any(answer != plain for answer in answers)
 
 
 def _eos_ids(model_dir: Path) -> list[int]:

@@ -15,15 +15,9 @@ import pytest
 
 from qms_operator.builders import desired_children
 from qms_operator.builders.names import SPEC_HASH_ANNOTATION
+from qms_operator.pods import last_words, one_line, pod_problem
 from qms_operator.spec import parse_spec
-from qms_operator.status import (
-    Observed,
-    compute_status,
-    current_pods,
-    last_words,
-    one_line,
-    pod_problem,
-)
+from qms_operator.status import Observed, compute_status, current_pods
 
 SPEC = parse_spec({"model": {"name": "m", "source": {"imagePath": "/models/m"}}, "replicas": 2})
 DESIRED = desired_children("s", "ns", "uid-1", SPEC)

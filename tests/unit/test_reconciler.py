@@ -466,10 +466,17 @@ def test_a_single_restart_that_healed_is_ready_and_reported_once_with_its_cause(
     ]
     assert api.pod_event_lists == ["s-1"]  # the pod's Events read once for this restart
 
-    # Restarting once more, not Ready yet: progressing, not stalled; a second Event.
+    # Restarting once more, not Ready yet: progressing, not stalled, not reported yet
+    # (a container that never gets Ready again is a crash loop: the Stalled Warning).
     store.put_child(restarted_pod(store, "s-1", reason=reason, ready=False, count=2))
     reconcile(reconciler)
     assert condition(store, "Stalled")[:2] == ("False", "NotStalled")
+    assert len(warnings(api)) == 1
+    assert api.pod_event_lists == ["s-1", "s-1"]  # its cause looked up at once
+    # Ready again: reported, once.
+    store.put_child(restarted_pod(store, "s-1", reason=reason, ready=True, count=2))
+    reconcile(reconciler)
+    reconcile(reconciler)
     assert len(warnings(api)) == 2 and warnings(api)[1][1].startswith(
         "pod s-1: container runtime restarted (restart 2) because"
     )

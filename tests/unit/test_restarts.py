@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from qms_operator.status import (
+from qms_operator.pods import (
     REPEATED_RESTARTS,
     last_words,
     pod_problem,

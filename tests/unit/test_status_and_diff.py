@@ -10,10 +10,11 @@ import pytest
 from qms_operator.builders import desired_children
 from qms_operator.builders.names import SPEC_HASH_ANNOTATION
 from qms_operator.diff import differences
+from qms_operator.pods import pod_problem
 from qms_operator.rollout import replace_one_at_a_time
 from qms_operator.spec import parse_spec
 from qms_operator.spec.quantity import parse_quantity
-from qms_operator.status import Observed, compute_status, pod_problem
+from qms_operator.status import Observed, compute_status
 
 SPEC = parse_spec({"model": {"name": "m", "source": {"imagePath": "/models/m"}}, "replicas": 2})
 DESIRED = desired_children("s", "ns", "uid-1", SPEC)
