@@ -104,6 +104,18 @@ class LoadCounts:
             f"refused_before_acceptance={self.refused} failed={self.failed}"
         )
 
+    def add(self, outcome: str, detail: str = "") -> None:
+        """One request's outcome: "ok", "refused" or anything else (failed)."""
+        self.sent += 1
+        if outcome == "ok":
+            self.succeeded += 1
+        elif outcome == "refused":
+            self.refused += 1
+            self.refusals[detail] += 1
+        else:
+            self.failed += 1
+            self.failures.append(detail)
+
 
 class LoadClient:
     """Threads that keep asking the model through the Service, one new connection
@@ -128,15 +140,7 @@ class LoadClient:
 
     def _record(self, outcome: str, detail: str = "") -> None:
         with self._lock:
-            self.counts.sent += 1
-            if outcome == "ok":
-                self.counts.succeeded += 1
-            elif outcome == "refused":
-                self.counts.refused += 1
-                self.counts.refusals[detail] += 1
-            else:
-                self.counts.failed += 1
-                self.counts.failures.append(detail)
+            self.counts.add(outcome, detail)
 
     def _one(self, client: httpx.Client, i: int) -> None:
         body = {
@@ -230,17 +234,8 @@ class KeepAliveLoad:
         return "; ".join(f"{kind}: {c.line()}" for kind, c in self.counts.items())
 
     def _record(self, kind: str, outcome: str, detail: str = "") -> None:
-        counts = self.counts[kind]
         with self._lock:
-            counts.sent += 1
-            if outcome == "ok":
-                counts.succeeded += 1
-            elif outcome == "refused":
-                counts.refused += 1
-                counts.refusals[detail] += 1
-            else:
-                counts.failed += 1
-                counts.failures.append(detail)
+            self.counts[kind].add(outcome, detail)
 
     def _one(self, client: openai.OpenAI, kind: str, i: int) -> None:
         messages: Any = [{"role": "user", "content": f"count to {i % 7}"}]

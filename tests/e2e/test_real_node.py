@@ -269,6 +269,18 @@ def _drained_seconds(follow: subprocess.Popen[str]) -> float:
     return float(said[-1][1])
 
 
+def _set_batch_size(c: Cluster, size: int) -> None:
+    """A spec change that rolls the Deployment."""
+    body = {"spec": {"runtime": {"batching": {"maxBatchSize": size}}}}
+    c.kubectl("patch", "qms", SERVER, "-n", NS, "--type=merge", "-p", json.dumps(body))
+
+
+def _rolled_past(c: Cluster, before: set[str]) -> dict[str, Any] | None:
+    """The server Ready on the new generation, with none of the pods in ``before``."""
+    names = {p["metadata"]["name"] for p in ready_pods(c, NS, SELECTOR)}
+    return _generation_ready(c) if names and not names & before else None
+
+
 def test_rollout_and_disruptions_under_load_lose_nothing(serving: tuple[Cluster, str]) -> None:
     """A rollout, a pod deleted and a pod evicted, under three kinds of clients: a new
     connection per request; the openai client with its default pool (connections kept
@@ -288,23 +300,13 @@ def test_rollout_and_disruptions_under_load_lose_nothing(serving: tuple[Cluster,
         )
         # 1. A spec change rolls the Deployment.
         before = {p["metadata"]["name"] for p in pods(c, NS, SELECTOR)}
-        c.kubectl(
-            "patch",
-            "qms",
-            SERVER,
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"runtime": {"batching": {"maxBatchSize": 4}}}}),
-        )
+        _set_batch_size(c, 4)
 
         def rolled() -> dict[str, Any] | None:
             server = kube_json(c, "get", "qms", SERVER, "-n", NS)
             if (condition(server, "Reconciling") or {}).get("status") == "True":
                 seen_reconciling.append(server["metadata"]["generation"])
-            names = {p["metadata"]["name"] for p in ready_pods(c, NS, SELECTOR)}
-            return _generation_ready(c) if names and not names & before else None
+            return _rolled_past(c, before)
 
         wait_for("the rollout to finish on the new generation", rolled, timeout=300, every=0.5)
         # 2. A pod deleted by hand.
@@ -449,16 +451,7 @@ def test_faults_under_keep_alive_load(serving: tuple[Cluster, str]) -> None:
 
         def rollout_without_operator() -> None:
             before = {p["metadata"]["name"] for p in pods(c, NS, SELECTOR)}
-            c.kubectl(
-                "patch",
-                "qms",
-                SERVER,
-                "-n",
-                NS,
-                "--type=merge",
-                "-p",
-                json.dumps({"spec": {"runtime": {"batching": {"maxBatchSize": 6}}}}),
-            )
+            _set_batch_size(c, 6)
             time.sleep(1)
             c.kubectl(
                 "delete",
@@ -471,12 +464,11 @@ def test_faults_under_keep_alive_load(serving: tuple[Cluster, str]) -> None:
                 "--grace-period=0",
             )
 
-            def rolled() -> dict[str, Any] | None:
-                names = {p["metadata"]["name"] for p in ready_pods(c, NS, SELECTOR)}
-                return _generation_ready(c) if names and not names & before else None
-
             wait_for(
-                "the rollout to converge with new operator pods", rolled, timeout=300, every=0.5
+                "the rollout to converge with new operator pods",
+                lambda: _rolled_past(c, before),
+                timeout=300,
+                every=0.5,
             )
 
         def kill_runtime() -> None:

@@ -66,31 +66,21 @@ def test_images_install_buildah_and_mmdebstrap_when_no_engine_is_on_path(
     assert len((tmp_path / "apt.log").read_text().splitlines()) == 2
 
 
-def test_images_without_root_name_the_packages_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("euid", "apt", "why"), [(1000, True, "not root"), (0, False, "no apt-get")]
+)
+def test_images_without_root_or_apt_name_the_packages_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, euid: int, apt: bool, why: str
 ) -> None:
-    _path_with(tmp_path, monkeypatch, apt=True)
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    _path_with(tmp_path, monkeypatch, apt=apt)
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
     with pytest.raises(RuntimeError) as e:
         images.engine(lambda _: None)
     assert str(e.value) == (
-        "building images needs the Debian packages buildah mmdebstrap (not root): "
+        f"building images needs the Debian packages buildah mmdebstrap ({why}): "
         "apt-get install --no-install-recommends buildah mmdebstrap"
     )
     assert not (tmp_path / "apt.log").exists()
-
-
-def test_images_without_apt_name_the_packages_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _path_with(tmp_path, monkeypatch, apt=False)
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    with pytest.raises(RuntimeError) as e:
-        images.engine(lambda _: None)
-    assert str(e.value) == (
-        "building images needs the Debian packages buildah mmdebstrap (no apt-get): "
-        "apt-get install --no-install-recommends buildah mmdebstrap"
-    )
 
 
 def test_the_real_node_installs_its_packages_from_the_same_list(

@@ -22,13 +22,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import build, node, packages
+from . import build, node, packages, procs
 
 ROOT = build.GO_DIR.parent.parent  # the repository
 TAG = "dev"
@@ -133,36 +132,35 @@ def ensure_base(log: Log) -> str:
     return ref
 
 
+STEP_LINES = ("STEP ", "COMMIT", "Successfully", "Error", "error", "Collecting ", "Installing")
+
+
+def _step(line: str) -> str:
+    return re.sub(r"^\[\d+/\d+\] ", "", line)  # "[1/2] STEP 3/9: ..." in multi-stage
+
+
 def _stream(argv: list[str], log: Log, what: str) -> None:
     """Run a build, passing its step lines through and ticking on long steps."""
-    t0 = time.monotonic()
-    last = ["start"]
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    done = threading.Event()
-    tail: list[str] = []
 
-    def ticker() -> None:
-        while not done.wait(30):
-            log(f"  {what}: {time.monotonic() - t0:.0f}s, still at: {last[0][:100]}")
+    def step(line: str) -> bool:
+        return _step(line).startswith(
+            (
+                "STEP ",
+                "COMMIT",
+                "Successfully",
+                "Error",
+                "error",
+                "Collecting ",
+                "Installing collected",
+            )
+        )
 
-    threading.Thread(target=ticker, daemon=True).start()
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail = [*tail[-60:], line]
-        step = re.sub(r"^\[\d+/\d+\] ", "", line)  # "[1/2] STEP 3/9: ..." in multi-stage
-        if step.startswith(("STEP ", "COMMIT", "Successfully", "Error", "error")) or (
-            step.startswith(("Collecting ", "Installing collected"))
-        ):
-            last[0] = line
-            if not step.startswith("Collecting "):
-                log(f"  {what}: {line[:160]}")
-    rc = proc.wait()
-    done.set()
-    if rc != 0:
-        raise RuntimeError(f"building {what} failed (rc={rc}):\n" + "\n".join(tail))
+    def show(line: str) -> str | None:
+        if step(line) and not _step(line).startswith("Collecting "):
+            return f"  {what}: {line[:160]}"
+        return None
+
+    procs.run_showing(argv, log, f"building {what}", show, step, cwd=ROOT)
 
 
 def build_image(

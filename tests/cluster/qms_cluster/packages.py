@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import procs
 
 Log = Callable[[str], None]
 
@@ -127,28 +127,11 @@ def ensure(commands: Iterable[str], purpose: str, log: Log) -> None:
 def _apt(argv: list[str], log: Log) -> None:
     """Run apt, passing its 'Setting up' lines through and ticking every 20 s."""
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    done, last, tail = threading.Event(), ["start"], list[str]()
 
-    def ticker() -> None:
-        while not done.wait(20):
-            log(f"  {argv[1]}: {time.monotonic() - t0:.0f}s, at: {last[0][:100]}")
+    def show(line: str) -> str | None:
+        return f"  {line}" if line.startswith("Setting up ") else None
 
-    threading.Thread(target=ticker, daemon=True).start()
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail = [*tail[-30:], line]
-        last[0] = line
-        if line.startswith("Setting up "):
-            log(f"  {line}")
-    rc = proc.wait()
-    done.set()
-    if rc != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed (rc={rc}):\n" + "\n".join(tail))
+    procs.run_showing(argv, log, " ".join(argv[:2]), show, tick=20, env=env)
 
 
 def main() -> int:

@@ -14,7 +14,9 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,3 +170,44 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError as e:
         return f"(no log: {e})"
     return "\n".join(data.splitlines()[-lines:])
+
+
+def run_showing(
+    argv: list[str],
+    log: Callable[[str], None],
+    what: str,
+    show: Callable[[str], str | None],
+    step: Callable[[str], bool] = lambda _: True,
+    tick: float = 30.0,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Run a long command (a build, apt): log what ``show`` makes of each output line
+    (None: nothing) and, every ``tick`` seconds, how long it has run and the last line
+    ``step`` picked; a failure raises with the output's tail."""
+    t0 = time.monotonic()
+    last = ["start"]
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    done = threading.Event()
+    tail: list[str] = []
+
+    def ticker() -> None:
+        while not done.wait(tick):
+            log(f"  {what}: {time.monotonic() - t0:.0f}s, still at: {last[0][:100]}")
+
+    threading.Thread(target=ticker, daemon=True).start()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = [*tail[-60:], line]
+        if step(line):
+            last[0] = line
+        said = show(line)
+        if said is not None:
+            log(said)
+    rc = proc.wait()
+    done.set()
+    if rc != 0:
+        raise RuntimeError(f"{what} failed (rc={rc}):\n" + "\n".join(tail))
