@@ -156,7 +156,7 @@ class RuntimeSettings(BaseSettings):
     )
     allow_remote_media: bool = Field(
         default=False,
-        description="Fetch http(s) image and video URLs from the hosts in "
+        description="Fetch http(s) image, audio and video URLs from the hosts in "
         "allowed_media_domains (pods usually have no egress); default: only data: URLs.",
     )
     allowed_media_domains: Annotated[tuple[str, ...], NoDecode] = Field(

@@ -12,7 +12,7 @@ from typing import Any
 
 from qms_runtime.api.chat_output import OutputParsing
 from qms_runtime.api.errors import bad_request, echo
-from qms_runtime.api.protocol import ChatCompletionRequest, ChatMessage, NamedToolChoice
+from qms_runtime.api.protocol import ChatMessage, ChatPromptFields, NamedToolChoice
 from qms_runtime.api.reasoning import START as THINK_START
 from qms_runtime.types import GrammarSpec
 
@@ -22,6 +22,18 @@ class ChatPrompt:
     text: str
     grammar: GrammarSpec | None
     parsing: OutputParsing
+
+
+@dataclass(frozen=True)
+class RenderedChat:
+    """A chat prompt as the engine takes it: token ids (and the processor's inputs when
+    the messages carry media), the tool-call grammar and how the output is parsed."""
+
+    ids: list[int]
+    text: str
+    grammar: GrammarSpec | None
+    parsing: OutputParsing
+    media_inputs: Any | None
 
 
 def message_extras(message: ChatMessage) -> dict[str, Any]:
@@ -45,11 +57,11 @@ def message_extras(message: ChatMessage) -> dict[str, Any]:
     return extras
 
 
-def template_messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
+def template_messages(body: ChatPromptFields) -> list[dict[str, Any]]:
     return [{"role": m.role, "content": m.text(), **message_extras(m)} for m in body.messages]
 
 
-def template_kwargs(body: ChatCompletionRequest, apply: Any) -> dict[str, Any]:
+def template_kwargs(body: ChatPromptFields, apply: Any) -> dict[str, Any]:
     """`tools` and the client's `chat_template_kwargs`, which may not override an argument
     of `apply_chat_template` itself (messages, tokenize, chat_template, ...)."""
     kwargs = dict(body.chat_template_kwargs or {})
@@ -69,7 +81,7 @@ def template_kwargs(body: ChatCompletionRequest, apply: Any) -> dict[str, Any]:
     return kwargs
 
 
-def check_tool_choice(body: ChatCompletionRequest) -> None:
+def check_tool_choice(body: ChatPromptFields) -> None:
     choice = body.tool_choice
     names = [tool.function.name for tool in body.tools or []]
     if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
@@ -81,7 +93,7 @@ def check_tool_choice(body: ChatCompletionRequest) -> None:
         raise bad_request('tool_choice "required" needs tools', "tool_choice")
 
 
-def tool_grammar(body: ChatCompletionRequest) -> GrammarSpec | None:
+def tool_grammar(body: ChatPromptFields) -> GrammarSpec | None:
     """The grammar the engine enforces when a tool call is required."""
     choice = body.tool_choice
     if isinstance(choice, NamedToolChoice):
@@ -95,7 +107,7 @@ def tool_grammar(body: ChatCompletionRequest) -> GrammarSpec | None:
     return GrammarSpec("tool_calls", json.dumps(source))
 
 
-def output_parsing(body: ChatCompletionRequest, prompt_text: str) -> OutputParsing:
+def output_parsing(body: ChatPromptFields, prompt_text: str) -> OutputParsing:
     kwargs = body.chat_template_kwargs or {}
     if tool_grammar(body) is not None:
         kwargs = {"enable_thinking": False, **kwargs}
@@ -106,7 +118,12 @@ def output_parsing(body: ChatCompletionRequest, prompt_text: str) -> OutputParsi
     )
 
 
-def chat_prompt(tokenizer: Any, body: ChatCompletionRequest) -> ChatPrompt:
+def chat_prompt(
+    tokenizer: Any,
+    body: ChatPromptFields,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+) -> ChatPrompt:
     """Render the prompt (template errors are 400s naming messages or chat_template_kwargs)."""
     check_tool_choice(body)
     messages = template_messages(body)
@@ -115,7 +132,11 @@ def chat_prompt(tokenizer: Any, body: ChatCompletionRequest) -> ChatPrompt:
     def render(extra: dict[str, Any]) -> str:
         return str(
             tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False, **extra
+                messages,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+                tokenize=False,
+                **extra,
             )
         )
 

@@ -20,9 +20,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from qms_runtime.api import protocol
+from qms_runtime.api.protocol import CONTENT_PART_TYPES
 from qms_runtime.quoting import MAX_ECHO_CHARS, echo, safe_text
 from qms_runtime.types import (
     EngineOverloaded,
@@ -84,17 +86,62 @@ def error_body(error: APIError) -> dict[str, Any]:
 _UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict"})
 
 
+# The request models' class names: pydantic names a union's model branch by its class.
+_MODEL_NAMES = frozenset(
+    name
+    for name, value in vars(protocol).items()
+    if isinstance(value, type) and issubclass(value, BaseModel)
+)
+
+
 def _is_field(part: str | int) -> bool:
-    # pydantic puts union branches in `loc` ("content.str", "prompt.list[int]"): not fields.
+    # pydantic puts union branches in `loc` ("content.str", "prompt.list[int]",
+    # "tool_choice.NamedToolChoice"): not fields.
     text = str(part)
-    return text not in _UNION_TAGS and "[" not in text and not text.startswith("function-")
+    return (
+        text not in _UNION_TAGS
+        and text not in _MODEL_NAMES
+        and "[" not in text
+        and not text.startswith("function-")
+    )
+
+
+def _fields(loc: tuple[str | int, ...]) -> list[str | int]:
+    """The fields of an error's `loc`: without union branches, and without the `type` tag
+    pydantic puts after a content part's index (`content.0.image.image` is the field
+    `content.0.image`)."""
+    fields: list[str | int] = []
+    after_index = False
+    for part in (part for part in loc if _is_field(part)):
+        if not (after_index and part in CONTENT_PART_TYPES):
+            fields.append(part)
+        after_index = isinstance(part, int)
+    return fields
+
+
+def _rank(error: Any) -> tuple[int, bool]:
+    """Deeper first; at equal depth a failed constraint before a type mismatch (the
+    mismatch is a branch of a union that does not apply)."""
+    return len(_fields(error["loc"])), not str(error["type"]).endswith("_type")
 
 
 def from_validation_error(exc: ValidationError) -> APIError:
-    first = exc.errors(include_url=False)[0]
-    fields = [safe_text(part, MAX_ECHO_CHARS) for part in first["loc"] if _is_field(part)]
+    """The error of the deepest field: where a value fails every branch of a union (a
+    message's content is a string or a list of parts), the branch that got furthest
+    names the problem (`messages.0.content.1: ... tag 'file' ...`), not the first branch
+    (`messages.0.content: Input should be a valid string`)."""
+    errors = exc.errors(include_url=False)
+    first = max(errors, key=_rank)  # max keeps the first of equal rank
+    fields = [safe_text(part, MAX_ECHO_CHARS) for part in _fields(first["loc"])]
     param = ".".join(fields) or None
     detail = safe_text(first["msg"], 500)
+    if first["type"] == "union_tag_invalid":  # pydantic repeats the tag whole: echo it capped
+        context = first.get("ctx") or {}
+        detail = (
+            f"{str(context.get('discriminator', 'type')).strip(chr(39))} "
+            f"{echo(context.get('tag', ''))} is not "
+            f"accepted; one of {context.get('expected_tags', '')}"
+        )
     message = f"{param}: {detail}" if param else detail
     return bad_request(message, param=param)
 

@@ -12,9 +12,12 @@ from qms_runtime.api.chat_input import message_extras
 from qms_runtime.api.errors import bad_request, echo
 from qms_runtime.api.protocol import (
     AudioPart,
+    AudioURLPart,
     ChatCompletionRequest,
     ChatMessage,
     ImagePart,
+    QwenAudioPart,
+    QwenImagePart,
     TextPart,
     VideoURLPart,
 )
@@ -22,6 +25,7 @@ from qms_runtime.engine.media_runner import OmniMedia
 from qms_runtime.media.decode import (
     MediaInputs,
     decode_audio,
+    decode_audio_url,
     decode_image,
     decode_video_frames,
     decode_video_url,
@@ -52,21 +56,39 @@ def parse_media(messages: list[ChatMessage], settings: RuntimeSettings) -> Media
             param = f"messages.{m}.content.{p}"
             if isinstance(part, TextPart):
                 parts.append({"type": "text", "text": part.text})
-            elif isinstance(part, ImagePart):
-                result.images.append(decode_image(part.image_url.url, settings, param))
+                continue
+            if isinstance(part, ImagePart | QwenImagePart):
+                url = part.image_url.url if isinstance(part, ImagePart) else part.image
+                result.images.append(decode_image(url, settings, param))
                 parts.append({"type": "image"})
             elif isinstance(part, AudioPart):
                 audio = part.input_audio
                 result.audio.append(decode_audio(audio.format, audio.data, settings, param))
                 parts.append({"type": "audio"})
+            elif isinstance(part, AudioURLPart | QwenAudioPart):
+                url = part.audio_url.url if isinstance(part, AudioURLPart) else part.audio
+                result.audio.append(decode_audio_url(url, settings, param))
+                parts.append({"type": "audio"})
             elif isinstance(part, VideoURLPart):
                 result.videos.append(decode_video_url(part.video_url.url, settings, param))
+                parts.append({"type": "video"})
+            elif isinstance(part.video, str):
+                result.videos.append(decode_video_url(part.video, settings, param))
                 parts.append({"type": "video"})
             else:
                 result.videos.append(decode_video_frames(list(part.video), settings, param))
                 parts.append({"type": "video"})
         result.messages.append({"role": message.role, "content": parts, **message_extras(message)})
     return result
+
+
+def first_media_part(messages: list[ChatMessage]) -> tuple[str, str]:
+    """Where the first media part is (`messages.M.content.P`) and its type."""
+    for m, message in enumerate(messages):
+        for p, part in enumerate(message.content if isinstance(message.content, list) else []):
+            if not isinstance(part, TextPart):
+                return f"messages.{m}.content.{p}", part.type
+    return "messages", "media"
 
 
 def check_speech(body: ChatCompletionRequest, media: OmniMedia) -> str:

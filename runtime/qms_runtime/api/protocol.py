@@ -59,6 +59,19 @@ class AudioPart(BaseModel):
     input_audio: InputAudio
 
 
+class AudioURL(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    url: StrictStr  # data:audio/<type>;base64,... (http(s) only when remote media is allowed)
+
+
+class AudioURLPart(BaseModel):
+    """An audio file behind a URL, as vLLM and its OpenAI-style clients spell it."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["audio_url"]
+    audio_url: AudioURL
+
+
 class VideoURL(BaseModel):
     model_config = ConfigDict(extra="ignore")
     url: StrictStr  # data:video/<type>;base64,... (http(s) only when remote media is allowed)
@@ -72,19 +85,54 @@ class VideoURLPart(BaseModel):
     video_url: VideoURL
 
 
-class VideoFramesPart(BaseModel):
-    """A video as its frames (image URLs, in order), as Qwen's own examples spell it."""
+class QwenImagePart(BaseModel):
+    """An image as Qwen's own examples spell it: `{"type": "image", "image": URL}`."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["image"]
+    image: StrictStr
+
+
+class QwenAudioPart(BaseModel):
+    """Audio as Qwen's own examples spell it: `{"type": "audio", "audio": URL}`."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["audio"]
+    audio: StrictStr
+
+
+class QwenVideoPart(BaseModel):
+    """A video as Qwen's own examples spell it: a video file's URL, or its frames (image
+    URLs, in order, taken as sampled at video_fps)."""
 
     model_config = ConfigDict(extra="ignore")
     type: Literal["video"]
-    video: list[StrictStr] = Field(min_length=1)
+    video: StrictStr | Annotated[list[StrictStr], Field(min_length=1)]
 
 
-VideoPart = VideoURLPart | VideoFramesPart
+# Every content part a chat message takes, by its `type`; any other type is a 400 naming it.
 ContentPart = Annotated[
-    TextPart | ImagePart | AudioPart | VideoURLPart | VideoFramesPart, Field(discriminator="type")
+    TextPart
+    | ImagePart
+    | AudioPart
+    | AudioURLPart
+    | VideoURLPart
+    | QwenImagePart
+    | QwenAudioPart
+    | QwenVideoPart,
+    Field(discriminator="type"),
 ]
-MediaPart = ImagePart | AudioPart | VideoURLPart | VideoFramesPart
+MediaPart = (
+    ImagePart
+    | AudioPart
+    | AudioURLPart
+    | VideoURLPart
+    | QwenImagePart
+    | QwenAudioPart
+    | QwenVideoPart
+)
+CONTENT_PART_TYPES = ("text", "image_url", "input_audio", "audio_url", "video_url", "image",
+                      "audio", "video")  # fmt: skip
 
 
 class FunctionCall(BaseModel):
@@ -286,24 +334,39 @@ class GenerationRequest(BaseModel):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
-class ChatCompletionRequest(GenerationRequest):
+class ChatPromptFields(BaseModel):
+    """What renders a chat prompt, shared by chat completions and `/tokenize` with messages:
+    one road from these fields to the prompt's token ids (api/serving.py `render_chat`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
-    logprobs: StrictBool | None = None
-    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None  # "auto" with tools, "none" without (OpenAI's)
     parallel_tool_calls: StrictBool = True
-    modalities: list[Literal["text", "audio"]] | None = None
-    audio: AudioOutput | None = None
     # Not OpenAI's but what every Qwen server takes (vLLM, SGLang, transformers serve).
     chat_template_kwargs: dict[StrictStr, Any] | None = None
-
-    refused: ClassVar[dict[str, str]] = {**REFUSED_COMMON, **REFUSED_CHAT}
 
     @property
     def has_media(self) -> bool:
         return any(message.media() for message in self.messages)
+
+    @property
+    def active_tools(self) -> list[Tool]:
+        """The tools the prompt lists and the output is parsed for (none with "none")."""
+        return list(self.tools or []) if self.tool_choice != "none" else []
+
+
+class ChatCompletionRequest(GenerationRequest, ChatPromptFields):
+    model_config = ConfigDict(extra="allow")
+
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioOutput | None = None
+
+    refused: ClassVar[dict[str, str]] = {**REFUSED_COMMON, **REFUSED_CHAT}
 
     @property
     def wants_audio(self) -> bool:
@@ -316,11 +379,6 @@ class ChatCompletionRequest(GenerationRequest):
 
     def logprobs_wanted(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
-
-    @property
-    def active_tools(self) -> list[Tool]:
-        """The tools the prompt lists and the output is parsed for (none with "none")."""
-        return list(self.tools or []) if self.tool_choice != "none" else []
 
     default_max_tokens: ClassVar[int | None] = None  # up to the context length
 
@@ -365,12 +423,12 @@ class TokenizeCompletionRequest(BaseModel):
     return_token_strs: StrictBool = False
 
 
-class TokenizeChatRequest(BaseModel):
-    """`POST /tokenize` with messages, through the chat template (vLLM's shape)."""
+class TokenizeChatRequest(ChatPromptFields):
+    """`POST /tokenize` with messages (vLLM's shape): the same messages, tools and
+    chat_template_kwargs as a chat request, through the same rendering."""
 
     model_config = ConfigDict(extra="ignore")
     model: StrictStr | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
     add_generation_prompt: StrictBool = True
     continue_final_message: StrictBool = False
     add_special_tokens: StrictBool = False

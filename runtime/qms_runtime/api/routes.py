@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from qms_runtime.api.boundary import parse_json_object, read_body
 from qms_runtime.api.errors import APIError, error_body, not_ready, to_api_error
 from qms_runtime.api.prepared import PreparedRequest
-from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest
+from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, TokenizeChatRequest
 from qms_runtime.api.serving import OpenAIServing
 from qms_runtime.logs import request_id_var
 from qms_runtime.metrics import CONTENT_TYPE, RuntimeMetrics
@@ -153,7 +153,10 @@ async def _tokenization(request: Request) -> tuple[Any, Any]:
 @router.post("/tokenize")
 async def tokenize(request: Request) -> Response:
     body, tokenization = await _tokenization(request)
-    return JSONResponse(tokenization.tokenize(body))
+    parsed = tokenization.parse(body)
+    if isinstance(parsed, TokenizeChatRequest) and parsed.has_media:  # decoding: off the loop
+        return JSONResponse(await asyncio.to_thread(tokenization.tokenize, parsed))
+    return JSONResponse(tokenization.tokenize(parsed))
 
 
 @router.post("/detokenize")

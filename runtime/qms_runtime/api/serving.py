@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 
 from qms_runtime.api.chat_input import (
+    RenderedChat,
     chat_prompt,
     check_tool_choice,
     output_parsing,
@@ -33,9 +34,14 @@ from qms_runtime.api.echo import prompt_texts as echo_texts
 from qms_runtime.api.errors import APIError, bad_request, echo, error_body, to_api_error
 from qms_runtime.api.interleave import ChoiceDelta, merge
 from qms_runtime.api.logprobs import token_decoder
-from qms_runtime.api.media_parts import check_speech, parse_media
+from qms_runtime.api.media_parts import check_speech, first_media_part, parse_media
 from qms_runtime.api.prepared import PreparedRequest, TextModel
-from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from qms_runtime.api.protocol import (
+    ChatCompletionRequest,
+    ChatPromptFields,
+    CompletionRequest,
+    GenerationRequest,
+)
 from qms_runtime.api.request_params import (
     check_grammar,
     log_vendor_extras,
@@ -88,59 +94,88 @@ class OpenAIServing:
         self._defaults = model.generation_defaults
         self._grammars = model.grammars
         self._token_text = token_decoder(model.tokenizer)
-        self.tokenization = Tokenization(model.tokenizer, model_name, self._max_len, self._vocab)
+        self.tokenization = Tokenization(
+            model.tokenizer, model_name, self._max_len, self._vocab, self.render_chat
+        )
         # Prompts and answers may hold personal data: logged only when asked for.
         self._log_text = settings is not None and settings.log_prompts
 
     # ------------------------------------------------------------ preparation
-    def prepare_chat(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
-        self._check_common(body)
+    def render_chat(
+        self,
+        body: ChatPromptFields,
+        processor: bool = False,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        add_special_tokens: bool = False,
+    ) -> RenderedChat:
+        """The one road from chat fields to prompt token ids, for chat completions and
+        `/tokenize` alike: the chat template with tools and chat_template_kwargs, then the
+        tokenizer, or the media processor when the messages carry media (or `processor`:
+        speech out). Decoding media is CPU work: call it off the event loop then."""
         if self._tokenizer.chat_template is None:
             raise bad_request("this model has no chat template; use /v1/completions", "messages")
-        if body.has_media or body.wants_audio:
-            return self._prepare_omni(body, request_id)
-        chat = chat_prompt(self._tokenizer, body)
-        prompt = self._encode(chat.text, "messages", add_special_tokens=False)
-        prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
-        params = with_tool_grammar(self._grammars, prepared.params, chat.grammar)
-        prepared = dataclasses.replace(prepared, params=params, parsing=chat.parsing)
-        if not body.logprobs:
-            return prepared
-        return _with_echo(prepared, EchoPlan("chat", body.top_logprobs or 0, None, body.n))
-
-    def _prepare_omni(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
-        """Media and/or speech out (CPU work: call it off the event loop)."""
+        if not (processor or body.has_media):
+            chat = chat_prompt(self._tokenizer, body, add_generation_prompt, continue_final_message)
+            ids = self._encode(chat.text, "messages", add_special_tokens=add_special_tokens)
+            return RenderedChat(ids, chat.text, chat.grammar, chat.parsing, None)
         media, settings = self.media, self._settings
         if media is None or settings is None:
+            param, kind = first_media_part(body.messages)
             raise bad_request(
-                "this model takes text only: image, audio and video input need a Qwen3-Omni "
-                "model with a processor",
-                "messages",
+                f"this model takes text only: the {kind} part needs a Qwen3-Omni model with "
+                "a processor",
+                param,
                 code="unsupported_media",
             )
-        voice = check_speech(body, media) if body.wants_audio else None
         check_tool_choice(body)
         kwargs = template_kwargs(body, media.processor.tokenizer.apply_chat_template)
         try:
-            inputs = media.prepare(parse_media(body.messages, settings), kwargs)
+            inputs = media.prepare(
+                parse_media(body.messages, settings),
+                kwargs,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+                add_special_tokens=add_special_tokens,
+            )
         except ValueError as exc:  # the processor refuses what it cannot take (an extreme aspect)
             raise bad_request(f"the processor refused the media: {exc}", "messages") from exc
         except jinja2.TemplateError as exc:  # the template rejects the conversation
             raise bad_request(f"chat template failed: {exc}", "messages") from exc
-        prompt = [int(t) for t in inputs["input_ids"][0].tolist()]
-        prepared = self._prepare(body, "chat", [prompt], "messages", f"chatcmpl-{request_id}")
-        params = with_tool_grammar(self._grammars, prepared.params, tool_grammar(body))
-        refused = media_refused(params, speech=voice is not None)
-        if refused is not None:
-            raise bad_request(
-                f"{refused} is not supported with " + ("audio output" if voice else "media input"),
-                refused,
-                code="unsupported_parameter",
-            )
-        parsing = output_parsing(body, self._decode(prompt))
-        return dataclasses.replace(
-            prepared, media_inputs=inputs, voice=voice, params=params, parsing=parsing
+        ids = [int(t) for t in inputs["input_ids"][0].tolist()]
+        text = self._decode(ids)
+        return RenderedChat(ids, text, tool_grammar(body), output_parsing(body, text), inputs)
+
+    def prepare_chat(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
+        self._check_common(body)
+        voice = None
+        if body.wants_audio:
+            if self.media is None:
+                raise bad_request(
+                    'this model has no speech output: ask for modalities ["text"]',
+                    "modalities",
+                    code="audio_output_disabled",
+                )
+            voice = check_speech(body, self.media)
+        rendered = self.render_chat(body, processor=body.wants_audio)
+        prepared = self._prepare(body, "chat", [rendered.ids], "messages", f"chatcmpl-{request_id}")
+        params = with_tool_grammar(self._grammars, prepared.params, rendered.grammar)
+        prepared = dataclasses.replace(
+            prepared, params=params, parsing=rendered.parsing, media_inputs=rendered.media_inputs
         )
+        if rendered.media_inputs is not None:
+            refused = media_refused(params, speech=voice is not None)
+            if refused is not None:
+                raise bad_request(
+                    f"{refused} is not supported with "
+                    + ("audio output" if voice else "media input"),
+                    refused,
+                    code="unsupported_parameter",
+                )
+            return dataclasses.replace(prepared, voice=voice)
+        if not body.logprobs:
+            return prepared
+        return _with_echo(prepared, EchoPlan("chat", body.top_logprobs or 0, None, body.n))
 
     def prepare_completion(self, body: CompletionRequest, request_id: str) -> PreparedRequest:
         self._check_common(body)

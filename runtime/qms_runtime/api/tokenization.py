@@ -1,16 +1,22 @@
 """`/tokenize` and `/detokenize`, in vLLM's request and response shapes, so that clients
 (and lm-eval's `remote` tokenizer) count tokens as the server does:
 
-- tokenize: `{"prompt", "add_special_tokens"}` or `{"messages", "add_generation_prompt",
-  "continue_final_message", "add_special_tokens"}`, either with `return_token_strs`
-  -> `{"count", "max_model_len", "tokens", "token_strs"}`;
+- tokenize: `{"prompt", "add_special_tokens"}` or `{"messages", "tools", "tool_choice",
+  "chat_template_kwargs", "add_generation_prompt", "continue_final_message",
+  "add_special_tokens"}`, either with `return_token_strs`
+  -> `{"count", "max_model_len", "tokens", "token_strs"}`. Messages take every shape a
+  chat request takes (tool calls, reasoning, media parts on Qwen3-Omni) and go through
+  the chat request's own rendering (`OpenAIServing.render_chat`), so `count` is the
+  `usage.prompt_tokens` a chat request with the same fields reports;
 - detokenize: `{"tokens"}` -> `{"prompt"}`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from qms_runtime.api.chat_input import RenderedChat
 from qms_runtime.api.errors import APIError, bad_request, echo
 from qms_runtime.api.protocol import (
     DetokenizeRequest,
@@ -18,9 +24,14 @@ from qms_runtime.api.protocol import (
     TokenizeCompletionRequest,
 )
 
+RenderChat = Callable[..., RenderedChat]
+
 
 class Tokenization:
-    def __init__(self, tokenizer: Any, model_name: str, max_model_len: int, vocab: int) -> None:
+    def __init__(
+        self, tokenizer: Any, model_name: str, max_model_len: int, vocab: int, render: RenderChat
+    ) -> None:
+        self._render = render
         self._tokenizer = tokenizer
         self._model_name = model_name
         self._max_len = max_model_len
@@ -35,15 +46,18 @@ class Tokenization:
                 param="model",
             )
 
-    def tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
-        request: TokenizeChatRequest | TokenizeCompletionRequest
+    @staticmethod
+    def parse(body: dict[str, Any]) -> TokenizeChatRequest | TokenizeCompletionRequest:
         if "messages" in body:
-            request = TokenizeChatRequest.model_validate(body)
-            self._check_model(request.model)
+            return TokenizeChatRequest.model_validate(body)
+        return TokenizeCompletionRequest.model_validate(body)
+
+    def tokenize(self, request: TokenizeChatRequest | TokenizeCompletionRequest) -> dict[str, Any]:
+        """The answer to a parsed request (with media: CPU work, call it off the loop)."""
+        self._check_model(request.model)
+        if isinstance(request, TokenizeChatRequest):
             ids = self._chat_ids(request)
         else:
-            request = TokenizeCompletionRequest.model_validate(body)
-            self._check_model(request.model)
             ids = self._encode(request.prompt, "prompt", request.add_special_tokens)
         answer: dict[str, Any] = {"count": len(ids), "max_model_len": self._max_len, "tokens": ids}
         answer["token_strs"] = (
@@ -54,28 +68,18 @@ class Tokenization:
         return answer
 
     def _chat_ids(self, request: TokenizeChatRequest) -> list[int]:
-        if self._tokenizer.chat_template is None:
-            raise bad_request("this model has no chat template; send a prompt", "messages")
         if request.add_generation_prompt and request.continue_final_message:
             raise bad_request(
                 "add_generation_prompt and continue_final_message cannot both be true",
                 "continue_final_message",
             )
-        for i, message in enumerate(request.messages):
-            if message.media():
-                param = f"messages.{i}.content"
-                raise bad_request("/tokenize takes text only", param, "unsupported_media")
-        messages = [{"role": m.role, "content": m.text()} for m in request.messages]
-        try:
-            text = self._tokenizer.apply_chat_template(
-                messages,
-                add_generation_prompt=request.add_generation_prompt,
-                continue_final_message=request.continue_final_message,
-                tokenize=False,
-            )
-        except Exception as exc:  # a template may reject a conversation (jinja raise)
-            raise bad_request(f"chat template failed: {exc}", "messages") from exc
-        return self._encode(str(text), "messages", request.add_special_tokens)
+        rendered = self._render(
+            request,
+            add_generation_prompt=request.add_generation_prompt,
+            continue_final_message=request.continue_final_message,
+            add_special_tokens=request.add_special_tokens,
+        )
+        return rendered.ids
 
     def _encode(self, text: str, param: str, add_special_tokens: bool) -> list[int]:
         try:

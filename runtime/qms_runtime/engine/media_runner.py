@@ -128,14 +128,22 @@ class OmniMedia:
             return []
         return sorted(self._owner.config.talker_config.speaker_id)
 
-    def prepare(self, media: MediaInputs, template_kwargs: dict[str, Any] | None = None) -> Any:
+    def prepare(
+        self,
+        media: MediaInputs,
+        template_kwargs: dict[str, Any] | None = None,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        add_special_tokens: bool = False,
+    ) -> Any:
         """Processor inputs (input_ids with expanded placeholders, pixel values, features);
         `template_kwargs` (tools, chat_template_kwargs) go to the chat template."""
         processor = self.processor
         text = processor.tokenizer.apply_chat_template(
             media.messages,
             chat_template=processor.chat_template,
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
             tokenize=False,
             **(template_kwargs or {}),
         )
@@ -145,6 +153,7 @@ class OmniMedia:
             audio=media.audio or None,
             videos=media.videos or None,
             return_tensors="pt",
+            add_special_tokens=add_special_tokens,
             **self._call_kwargs,
         )
 

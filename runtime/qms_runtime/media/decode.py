@@ -72,7 +72,9 @@ def url_bytes(
         mime, _, encoding = header.partition(";")
         if not sep or encoding != "base64":
             raise MediaError(f"{param}: expected a data:<mime>;base64,<data> URL", param)
-        if mime.lower() not in mime_types:
+        # A bare kind (`data:image;base64,`, as Qwen's own helpers write it): the bytes
+        # say their format, and the decoder checks it.
+        if mime.lower() not in mime_types and mime.lower() != kind:
             raise MediaError(
                 f"{param}: mime type {echo(mime)} is not an accepted {kind} type "
                 f"({', '.join(sorted(mime_types))})",
@@ -121,12 +123,17 @@ def decode_image(url: str, settings: RuntimeSettings, param: str) -> Any:
     return image.convert("RGB")
 
 
+# What an audio URL may carry (data: mime types; the container says its real format).
+AUDIO_MIME_TYPES = frozenset(
+    {"audio/wav", "audio/wave", "audio/x-wav", "audio/vnd.wave", "audio/mpeg", "audio/mp3",
+     "audio/flac", "audio/x-flac"}
+)  # fmt: skip
+
+
 def decode_audio(
     given_format: str, data_b64: str, settings: RuntimeSettings, param: str
 ) -> np.ndarray[Any, Any]:
     """An OpenAI `input_audio` part (format, base64 data) as mono float32 at 16 kHz."""
-    soundfile: Any = importlib.import_module("soundfile")  # untyped
-
     audio_format = given_format.lower()
     if audio_format not in AUDIO_FORMATS:
         raise MediaError(
@@ -135,7 +142,25 @@ def decode_audio(
             param,
             "unsupported_media_type",
         )
-    data = _b64decode(data_b64, param)
+    return audio_samples(_b64decode(data_b64, param), audio_format, settings, param)
+
+
+def decode_audio_url(url: str, settings: RuntimeSettings, param: str) -> np.ndarray[Any, Any]:
+    """An `audio_url` part (vLLM's, and Qwen's `audio`): a data: URL of an audio type, or
+    an http(s) URL under the remote-media rules, as mono float32 at 16 kHz. Its bytes are
+    held to max_request_bytes, as an `input_audio` part's are by the body limit; its
+    length to max_audio_seconds."""
+    limit = settings.max_request_bytes
+    data = url_bytes(url, "audio", AUDIO_MIME_TYPES, limit, settings, param)
+    return audio_samples(data, "audio", settings, param)
+
+
+def audio_samples(
+    data: bytes, audio_format: str, settings: RuntimeSettings, param: str
+) -> np.ndarray[Any, Any]:
+    """Decoded audio bytes (wav, mp3 or flac: the container says which)."""
+    soundfile: Any = importlib.import_module("soundfile")  # untyped
+
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as sound:  # the container says its format
             rate = int(sound.samplerate)

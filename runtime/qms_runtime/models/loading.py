@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from qms_runtime import compat
+from qms_runtime.models.templates import use_chat_template
 from qms_runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -185,14 +186,17 @@ def load_model(settings: RuntimeSettings) -> LoadedModel:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
-    if tokenizer.chat_template is None:
-        log.warning("%s has no chat template: /v1/chat/completions will answer 400", model_dir)
     processor = None
     if model_type == OMNI_MODEL_TYPE:
         try:
             processor = load_processor(model_dir)
         except Exception as exc:  # text still works; media requests get 400
             log.warning("no media processor in %s (%s): text only", model_dir, exc)
+    template_source = use_chat_template(model_dir, tokenizer, processor)
+    if template_source is None:
+        log.warning("%s has no chat template: /v1/chat/completions will answer 400", model_dir)
+    else:
+        log.info("chat template from %s", template_source)
     text_config = model.config.get_text_config()
     model_len = int(getattr(text_config, "max_position_embeddings", 4096))
     max_model_len = min(settings.max_model_len or model_len, model_len)
