@@ -48,6 +48,15 @@ def _add_tiny_model(sub: Any) -> None:
     tiny.add_argument("--size", choices=SIZES, default="tiny")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--layers", type=int, default=None, help="decoder layers (default: by size)")
+    tiny.add_argument(
+        "--from-config",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="build from a real checkpoint's non-weight files in DIR (config, tokenizer, "
+        "chat template, processor configs), --layers decoder layers (default 2); "
+        "--arch and --size do not apply",
+    )
 
 
 def _add_download(sub: Any) -> None:
@@ -161,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         from qms_runtime.tools.tiny_model import write_tiny_model
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        if args.from_config is not None:
+            from qms_runtime.tools.from_config import write_from_config
+
+            write_from_config(args.directory, args.from_config, args.layers or 2, args.seed)
+            print(f"wrote a model from {args.from_config} to {args.directory}")
+            return 0
         write_tiny_model(args.directory, args.arch, args.size, args.seed, layers=args.layers)
         print(f"wrote {args.size} {args.arch} model to {args.directory}")
         return 0

@@ -152,7 +152,7 @@ def decode_audio_url(url: str, settings: RuntimeSettings, param: str) -> np.ndar
     length to max_audio_seconds."""
     limit = settings.max_request_bytes
     data = url_bytes(url, "audio", AUDIO_MIME_TYPES, limit, settings, param)
-    return audio_samples(data, "audio", settings, param)
+    return audio_samples(data, "", settings, param)
 
 
 def audio_samples(
@@ -175,7 +175,9 @@ def audio_samples(
             samples = sound.read(dtype="float32", always_2d=True)
     except (RuntimeError, TypeError, ValueError, soundfile.LibsndfileError) as exc:
         raise MediaError(
-            f"{param}: the data is not decodable {audio_format} audio ({exc})", param
+            f"{param}: the data is not decodable {audio_format + ' ' if audio_format else ''}"
+            f"audio ({exc})",
+            param,
         ) from exc
     mono: np.ndarray[Any, Any] = samples.mean(axis=1)
     if mono.size == 0:

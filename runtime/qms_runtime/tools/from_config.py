@@ -48,7 +48,7 @@ _OMNI_WIDTHS: tuple[tuple[str, Any], ...] = (
     ("thinker_config.vision_config.out_hidden_size", 256),
     ("thinker_config.vision_config.deepstack_visual_indexes", [0]),
     ("thinker_config.audio_config.encoder_layers", 1),
-    ("thinker_config.audio_config.num_hidden_layers", 1),
+    ("thinker_config.audio_config.num_hidden_layers", 1),  # its alias: read last, it wins
     ("thinker_config.audio_config.d_model", 64),
     ("thinker_config.audio_config.encoder_attention_heads", 2),
     ("thinker_config.audio_config.encoder_ffn_dim", 128),
@@ -106,8 +106,6 @@ def shrunk_config(config: dict[str, Any], layers: int) -> tuple[dict[str, Any], 
         change("num_hidden_layers", layers)
         if isinstance(result.get("layer_types"), list):
             change("layer_types", result["layer_types"][:layers])
-        if isinstance(result.get("max_window_layers"), int):
-            change("max_window_layers", min(result["max_window_layers"], layers))
     elif model_type == "qwen3_omni_moe":
         change("thinker_config.text_config.num_hidden_layers", layers)
         for path, value in _OMNI_WIDTHS:
