@@ -30,7 +30,9 @@ QWEN3_OMNI = "Qwen3-Omni-30B-A3B-Instruct"
 PINS: dict[str, dict[str, str]] = {
     QWEN3_06B: {
         "config.json": "660db3b73d788119c04535e48cf9be5f55bc3100841a718637ae695b442f27dd",
-        "generation_config.json": "2325da0f15bb848e018c5ae071b7943332e9f871d6b60e2ed22ca97d4cb993d2",
+        "generation_config.json": (
+            "2325da0f15bb848e018c5ae071b7943332e9f871d6b60e2ed22ca97d4cb993d2"
+        ),
         "merges.txt": "8831e4f1a044471340f7c0a83d7bd71306a5b867e95fd870f74d0c5308a904d5",
         "tokenizer.json": "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4",
         "tokenizer_config.json": "d5d09f07b48c3086c508b30d1c9114bd1189145b74e982a265350c923acd8101",
@@ -39,9 +41,13 @@ PINS: dict[str, dict[str, str]] = {
     QWEN3_OMNI: {
         "chat_template.json": "90c1b81f29e41b7642b0cc02c877a10c8bf6751a8d8fa1d16ac9a718cf1c3d86",
         "config.json": "eab5093d47807aaf894119506b238b2b1cee70d08456e894fee9a012d88f2e0d",
-        "generation_config.json": "7fa40989be8e43c078907810c41c25d33747523afce3d5a34d5850f930c886cb",
+        "generation_config.json": (
+            "7fa40989be8e43c078907810c41c25d33747523afce3d5a34d5850f930c886cb"
+        ),
         "merges.txt": "599bab54075088774b1733fde865d5bd747cbcc7a547c5bc12610e874e26f5e3",
-        "preprocessor_config.json": "b10e27fd4542cf89ec7145942b87f3e65408d4e9f9d031a29acdd293c15fb3fc",
+        "preprocessor_config.json": (
+            "b10e27fd4542cf89ec7145942b87f3e65408d4e9f9d031a29acdd293c15fb3fc"
+        ),
         "tokenizer_config.json": "dc3c31c3bdaedd5016382bb3cbe07323026775ad51f5a4fb564505992ae4a670",
         "vocab.json": "ca10d7e9fb3ed18575dd1e277a2579c16d108e32f27439684afa0e10b1440910",
     },
@@ -59,7 +65,7 @@ def _complete(folder: Path, name: str) -> bool:
 
 def _places() -> list[Path]:
     places = [Path(p) for p in [os.environ.get("QMS_REALQWEN", "")] if p]
-    return places + [REPO.parent / "shared" / "realqwen", Path("/work/shared/realqwen")]
+    return [*places, REPO.parent / "shared" / "realqwen", Path("/work/shared/realqwen")]
 
 
 def real_files(name: str) -> Path:

@@ -182,7 +182,7 @@ def _media_messages() -> dict[str, list[dict[str, Any]]]:
                 "type": "input_audio",
                 "input_audio": {"data": base64.b64encode(AUDIO).decode(), "format": "wav"},
             }
-        ],  # fmt: skip
+        ],
         "audio_url": [{"type": "audio_url", "audio_url": {"url": data_url(AUDIO, "audio/wav")}}],
         "audio (Qwen)": [{"type": "audio", "audio": data_url(AUDIO, "audio/wav")}],
         "video_url": [{"type": "video_url", "video_url": {"url": data_url(VIDEO, "video/mp4")}}],
@@ -253,8 +253,8 @@ def test_omni_tokenize_counts_what_chat_counts(omni: RuntimeServer, processor: A
     tokenizer = processor.tokenizer
     template = processor.chat_template
     cases: list[tuple[list[Any], dict[str, Any], dict[str, Any]]] = [
-        ([{"role": "user", "content": "Hello"}], {"chat_template_kwargs": {"enable_thinking": False}},
-         {"enable_thinking": False}),
+        ([{"role": "user", "content": "Hello"}],
+         {"chat_template_kwargs": {"enable_thinking": False}}, {"enable_thinking": False}),
         (HISTORY, {"tools": [WEATHER, TIME]}, {"tools": [WEATHER, TIME]}),
     ]  # fmt: skip
     for messages, body, kwargs in cases:
@@ -296,7 +296,8 @@ def test_an_unknown_part_is_refused_by_name(omni: RuntimeServer) -> None:
     error = response.json()["error"]
     assert error["param"] == "messages.0.content.1"
     assert error["message"].startswith(
-        "messages.0.content.1: type 'file' is not accepted; one of 'text', 'image_url', 'input_audio', 'audio_url'"
+        "messages.0.content.1: type 'file' is not accepted; one of 'text', 'image_url', "
+        "'input_audio', 'audio_url'"
     )
 
 
