@@ -17,7 +17,7 @@ from qms_runtime.api.middleware import Connections
 from qms_runtime.api.prepared import TextModel
 from qms_runtime.api.serving import OpenAIServing
 from qms_runtime.engine.backend import ModelBackend
-from qms_runtime.engine.batching import Engine
+from qms_runtime.engine.batching import Engine, cb_config_kwargs
 from qms_runtime.engine.media_runner import OmniMedia, processor_kwargs
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.models.checksums import verify_model_dir
@@ -106,8 +106,16 @@ class ServerState:
                 self.phase = "ready" if self.phase == "loading" else self.phase
                 return
             if settings.check_fit:
-                need = await asyncio.to_thread(check_fit, settings)
-                log.info("fit check: the model needs about %s", size(need.total))
+                need = await asyncio.to_thread(check_fit, settings, cb_config_kwargs)
+                log.info(
+                    "fit check: the model needs about %s (weights %s, continuous batching %s "
+                    "in %.0f%% of free memory, headroom %s)",
+                    size(need.total),
+                    size(need.weights),
+                    size(need.batching),
+                    100 * need.max_memory_percent,
+                    size(need.headroom),
+                )
             if settings.verify_checksums:
                 log.info("verifying checksums in %s", settings.model_dir)
                 await asyncio.to_thread(verify_model_dir, settings.model_dir, _log_progress)

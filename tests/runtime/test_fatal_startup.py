@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from runtime_support import RuntimeServer
 
+from qms_runtime.engine.batching import cb_config_kwargs
 from qms_runtime.models.fit import GIB, ModelDoesNotFit, check_fit, estimate
 from qms_runtime.settings import RuntimeSettings
 
@@ -81,7 +82,7 @@ def test_the_weight_estimate_is_what_loading_holds(tiny_model: Any, arch: str) -
     from qms_runtime.models.loading import load_model
 
     settings = RuntimeSettings(model_dir=tiny_model(arch), warmup=False)
-    need = estimate(settings.model_dir, settings, on_gpu=False)
+    need = estimate(settings.model_dir, settings, False, cb_config_kwargs)
     loaded = load_model(settings)  # float32 on CPU
     assert need.weights == sum(p.nbytes for p in loaded.model.parameters())
     assert need.dtype == "float32"
@@ -93,13 +94,16 @@ def test_the_estimate_follows_dtype_quantization_and_context(qwen3_dir: Path) ->
     int8 = RuntimeSettings(model_dir=qwen3_dir, dtype="bfloat16", quantization="int8")
     short = RuntimeSettings(model_dir=qwen3_dir, dtype="bfloat16", max_model_len=64)
     e_full, e_half, e_int8, e_short = (
-        estimate(qwen3_dir, s, False) for s in (full, half, int8, short)
+        estimate(qwen3_dir, s, False, cb_config_kwargs) for s in (full, half, int8, short)
     )
     assert e_half.weights * 2 == e_full.weights
     assert e_half.weights / 2 < e_int8.weights < e_half.weights
-    assert e_half.kv_cache == 8 * e_short.kv_cache  # 512 vs 64 tokens of context
-    assert e_half.kv_tokens == 512 * 16  # CPU: a full batch (16) of full-length sequences
-    assert estimate(qwen3_dir, half, on_gpu=True).kv_tokens == 512  # GPU: one sequence
+    # CPU: a full batch (16) of full-length sequences, and the engine's 4 spare pages of 32
+    assert (e_half.kv_tokens, e_short.kv_tokens) == (512 * 16 + 4 * 32, 64 * 16 + 4 * 32)
+    # K and V of 2 layers, 2 KV heads of 16, bfloat16; and transformers' 2 trash pages
+    assert e_half.kv_cache == 2 * 2 * 2 * 16 * 2 * (e_half.kv_tokens + 2 * 32)
+    gpu = estimate(qwen3_dir, half, True, cb_config_kwargs)
+    assert gpu.kv_tokens == 512  # GPU: one sequence
 
 
 def test_a_30b_model_on_a_16_gb_gpu_is_refused_with_advice(tmp_path: Path) -> None:
@@ -108,9 +112,9 @@ def test_a_30b_model_on_a_16_gb_gpu_is_refused_with_advice(tmp_path: Path) -> No
     model = _omni_30b_headers(tmp_path)
     settings = RuntimeSettings(model_dir=model, dtype="bfloat16", memory_limit_bytes=16 * GIB)
     with pytest.raises(ModelDoesNotFit) as refused:
-        check_fit(settings, on_gpu=True)
+        check_fit(settings, cb_config_kwargs, on_gpu=True)
     message = str(refused.value)
-    need = estimate(model, settings, on_gpu=True)
+    need = estimate(model, settings, True, cb_config_kwargs)
     assert 55 * GIB < need.weights < 62 * GIB  # ~30.5B parameters at 2 bytes
     assert message.startswith(f"the model does not fit: it needs about {need.total / GIB:.1f} GiB")
     assert message.endswith(

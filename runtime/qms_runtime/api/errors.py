@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from qms_runtime.api import protocol
-from qms_runtime.api.protocol import CONTENT_PART_TYPES
+from qms_runtime.api import content_parts, protocol
+from qms_runtime.api.content_parts import CONTENT_PART_TYPES
 from qms_runtime.quoting import MAX_ECHO_CHARS, echo, safe_text
 from qms_runtime.types import (
     EngineOverloaded,
@@ -89,7 +89,8 @@ _UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict"})
 # The request models' class names: pydantic names a union's model branch by its class.
 _MODEL_NAMES = frozenset(
     name
-    for name, value in vars(protocol).items()
+    for module in (protocol, content_parts)
+    for name, value in vars(module).items()
     if isinstance(value, type) and issubclass(value, BaseModel)
 )
 

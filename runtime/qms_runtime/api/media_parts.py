@@ -9,18 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from qms_runtime.api.chat_input import message_extras
-from qms_runtime.api.errors import bad_request, echo
-from qms_runtime.api.protocol import (
+from qms_runtime.api.content_parts import (
     AudioPart,
     AudioURLPart,
-    ChatCompletionRequest,
-    ChatMessage,
     ImagePart,
     QwenAudioPart,
     QwenImagePart,
     TextPart,
     VideoURLPart,
 )
+from qms_runtime.api.errors import bad_request, echo
+from qms_runtime.api.protocol import ChatCompletionRequest, ChatMessage
 from qms_runtime.engine.media_runner import OmniMedia
 from qms_runtime.media.decode import (
     MediaInputs,

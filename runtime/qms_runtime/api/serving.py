@@ -14,31 +14,21 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import jinja2
-
-from qms_runtime.api.chat_input import (
-    RenderedChat,
-    chat_prompt,
-    check_tool_choice,
-    output_parsing,
-    template_kwargs,
-    tool_grammar,
-)
 from qms_runtime.api.chat_output import (
     ChatStream,
     finish_reason,
     parse_message,
 )
+from qms_runtime.api.chat_render import ChatRenderer, encode
 from qms_runtime.api.echo import Collected, EchoPlan, StreamLogprobs, finish_choices
 from qms_runtime.api.echo import prompt_texts as echo_texts
 from qms_runtime.api.errors import APIError, bad_request, echo, error_body, to_api_error
 from qms_runtime.api.interleave import ChoiceDelta, merge
 from qms_runtime.api.logprobs import token_decoder
-from qms_runtime.api.media_parts import check_speech, first_media_part, parse_media
+from qms_runtime.api.media_parts import check_speech
 from qms_runtime.api.prepared import PreparedRequest, TextModel
 from qms_runtime.api.protocol import (
     ChatCompletionRequest,
-    ChatPromptFields,
     CompletionRequest,
     GenerationRequest,
 )
@@ -94,58 +84,14 @@ class OpenAIServing:
         self._defaults = model.generation_defaults
         self._grammars = model.grammars
         self._token_text = token_decoder(model.tokenizer)
+        self.renderer = ChatRenderer(model.tokenizer, media, settings)
         self.tokenization = Tokenization(
-            model.tokenizer, model_name, self._max_len, self._vocab, self.render_chat
+            model.tokenizer, model_name, self._max_len, self._vocab, self.renderer.render
         )
         # Prompts and answers may hold personal data: logged only when asked for.
         self._log_text = settings is not None and settings.log_prompts
 
     # ------------------------------------------------------------ preparation
-    def render_chat(
-        self,
-        body: ChatPromptFields,
-        processor: bool = False,
-        add_generation_prompt: bool = True,
-        continue_final_message: bool = False,
-        add_special_tokens: bool = False,
-    ) -> RenderedChat:
-        """The one road from chat fields to prompt token ids, for chat completions and
-        `/tokenize` alike: the chat template with tools and chat_template_kwargs, then the
-        tokenizer, or the media processor when the messages carry media (or `processor`:
-        speech out). Decoding media is CPU work: call it off the event loop then."""
-        if self._tokenizer.chat_template is None:
-            raise bad_request("this model has no chat template; use /v1/completions", "messages")
-        if not (processor or body.has_media):
-            chat = chat_prompt(self._tokenizer, body, add_generation_prompt, continue_final_message)
-            ids = self._encode(chat.text, "messages", add_special_tokens=add_special_tokens)
-            return RenderedChat(ids, chat.text, chat.grammar, chat.parsing, None)
-        media, settings = self.media, self._settings
-        if media is None or settings is None:
-            param, kind = first_media_part(body.messages)
-            raise bad_request(
-                f"this model takes text only: the {kind} part needs a Qwen3-Omni model with "
-                "a processor",
-                param,
-                code="unsupported_media",
-            )
-        check_tool_choice(body)
-        kwargs = template_kwargs(body, media.processor.tokenizer.apply_chat_template)
-        try:
-            inputs = media.prepare(
-                parse_media(body.messages, settings),
-                kwargs,
-                add_generation_prompt=add_generation_prompt,
-                continue_final_message=continue_final_message,
-                add_special_tokens=add_special_tokens,
-            )
-        except ValueError as exc:  # the processor refuses what it cannot take (an extreme aspect)
-            raise bad_request(f"the processor refused the media: {exc}", "messages") from exc
-        except jinja2.TemplateError as exc:  # the template rejects the conversation
-            raise bad_request(f"chat template failed: {exc}", "messages") from exc
-        ids = [int(t) for t in inputs["input_ids"][0].tolist()]
-        text = self._decode(ids)
-        return RenderedChat(ids, text, tool_grammar(body), output_parsing(body, text), inputs)
-
     def prepare_chat(self, body: ChatCompletionRequest, request_id: str) -> PreparedRequest:
         self._check_common(body)
         voice = None
@@ -157,7 +103,7 @@ class OpenAIServing:
                     code="audio_output_disabled",
                 )
             voice = check_speech(body, self.media)
-        rendered = self.render_chat(body, processor=body.wants_audio)
+        rendered = self.renderer.render(body, processor=body.wants_audio)
         prepared = self._prepare(body, "chat", [rendered.ids], "messages", f"chatcmpl-{request_id}")
         params = with_tool_grammar(self._grammars, prepared.params, rendered.grammar)
         prepared = dataclasses.replace(
@@ -188,7 +134,7 @@ class OpenAIServing:
         prompts: list[list[int]] = []
         for item in items:
             if isinstance(item, str):
-                prompts.append(self._encode(item, "prompt"))
+                prompts.append(encode(self._tokenizer, item, "prompt"))
             else:
                 if any(not 0 <= token < self._vocab for token in item):
                     raise bad_request(f"token ids must be in [0, {self._vocab})", "prompt")
@@ -200,16 +146,6 @@ class OpenAIServing:
             return prepared
         texts = echo_texts(items, prompts, self._decode) if body.echo else None
         return _with_echo(prepared, EchoPlan("completion", body.logprobs, texts, body.n))
-
-    def _encode(self, text: str, param: str, **kwargs: Any) -> list[int]:
-        """Token ids of text the boundary has checked; should the tokenizer refuse it all
-        the same, that is the client's input: 400, never 500."""
-        try:
-            return list(self._tokenizer.encode(text, **kwargs))
-        except (TypeError, ValueError) as exc:
-            raise bad_request(
-                f"{param}: the tokenizer cannot encode this text", param, code="invalid_text"
-            ) from exc
 
     def _check_common(self, body: GenerationRequest) -> None:
         if body.model != self.model_name:

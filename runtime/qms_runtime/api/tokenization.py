@@ -6,7 +6,7 @@
   "add_special_tokens"}`, either with `return_token_strs`
   -> `{"count", "max_model_len", "tokens", "token_strs"}`. Messages take every shape a
   chat request takes (tool calls, reasoning, media parts on Qwen3-Omni) and go through
-  the chat request's own rendering (`OpenAIServing.render_chat`), so `count` is the
+  the chat request's own rendering (`ChatRenderer.render` (api/chat_render.py)), so `count` is the
   `usage.prompt_tokens` a chat request with the same fields reports;
 - detokenize: `{"tokens"}` -> `{"prompt"}`.
 """

@@ -15,7 +15,7 @@ min_p, grammars, log-probabilities) and seeded sampling (OpenAI `seed`: picked b
 Gumbel-max with noise of the sequence's own, so its tokens do not depend on what else
 is in the batch) are QMS's per-sequence controls (engine/controls.py), run by a first and
 a last processor (compat.use_sequence_controls). What the manager does not offer
-publicly is reached through compat.py only.
+publicly is reached through qms_runtime.compat only.
 """
 
 from __future__ import annotations
@@ -56,6 +56,35 @@ def _all_full_attention(config: Any) -> bool:
     if layer_types is None:
         return getattr(text, "sliding_window", None) is None
     return all(kind == "full_attention" for kind in layer_types)
+
+
+def cb_config_kwargs(settings: RuntimeSettings, max_model_len: int, on_gpu: bool) -> dict[str, Any]:
+    """The `transformers.ContinuousBatchingConfig` arguments the engine starts with (pure:
+    the fit check sizes transformers' cache from the same ones, before loading)."""
+    batched_tokens = settings.max_batched_tokens or (None if on_gpu else _CPU_MAX_BATCHED_TOKENS)
+    cb_kwargs: dict[str, Any] = dict(
+        max_batch_tokens=batched_tokens,
+        max_requests_per_batch=settings.max_batch_size,
+        per_request_processors=True,
+        auto_switch_to_flash=on_gpu,
+        # Our logits processors (sampling.py: top-k/top-p fast paths, seeded rows) look
+        # at the batch on the host at every step; a captured CUDA graph would replay
+        # the first batch's decisions. So no graphs, also when flash attention is used.
+        use_cuda_graph=False,
+        allow_block_sharing=settings.prefix_caching,
+        scheduler_type=settings.scheduler,
+    )
+    if settings.kv_cache_blocks is not None:
+        cb_kwargs.update(num_blocks=settings.kv_cache_blocks)
+    if on_gpu and settings.kv_cache_memory_fraction is not None:
+        cb_kwargs.update(max_memory_percent=settings.kv_cache_memory_fraction)
+    if not on_gpu:
+        # No memory probing on CPU: room for a full batch of full-length sequences.
+        page = settings.page_size
+        blocks = math.ceil(settings.max_batch_size * max_model_len / page) + 4
+        cb_kwargs.setdefault("num_blocks", blocks)
+        cb_kwargs.update(page_size=page, use_async_batching=False)
+    return cb_kwargs
 
 
 class Admission:
@@ -116,32 +145,9 @@ class Engine:
             eos_token_id=list(loaded.eos_token_ids),
             pad_token_id=loaded.tokenizer.pad_token_id,
         )
-        batched_tokens = settings.max_batched_tokens or (
-            None if on_gpu else _CPU_MAX_BATCHED_TOKENS
-        )
-        cb_kwargs: dict[str, Any] = dict(
-            max_batch_tokens=batched_tokens,
-            max_requests_per_batch=settings.max_batch_size,
-            per_request_processors=True,
-            auto_switch_to_flash=on_gpu,
-            # Our logits processors (sampling.py: top-k/top-p fast paths, seeded rows) look
-            # at the batch on the host at every step; a captured CUDA graph would replay
-            # the first batch's decisions. So no graphs, also when flash attention is used.
-            use_cuda_graph=False,
-            allow_block_sharing=settings.prefix_caching,
-            scheduler_type=settings.scheduler,
-        )
-        if settings.kv_cache_blocks is not None:
-            cb_kwargs.update(num_blocks=settings.kv_cache_blocks)
-        if on_gpu and settings.kv_cache_memory_fraction is not None:
-            cb_kwargs.update(max_memory_percent=settings.kv_cache_memory_fraction)
+        cb_kwargs = cb_config_kwargs(settings, loaded.max_model_len, on_gpu)
         if not on_gpu:
             compat.use_gqa_sdpa_on_cpu()
-            # No memory probing on CPU: room for a full batch of full-length sequences.
-            page = settings.page_size
-            blocks = math.ceil(settings.max_batch_size * loaded.max_model_len / page) + 4
-            cb_kwargs.setdefault("num_blocks", blocks)
-            cb_kwargs.update(page_size=page, use_async_batching=False)
         manager = loaded.model.init_continuous_batching(
             generation_config=generation_config,
             continuous_batching_config=cb_config_cls(**cb_kwargs),

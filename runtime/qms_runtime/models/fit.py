@@ -1,12 +1,20 @@
-"""Will the model fit? An estimate from the safetensors headers, before anything loads.
+"""Will the model fit? An estimate from the safetensors headers and the config, before
+anything loads.
 
 A 30B model on a 16 GB GPU would otherwise load for minutes, die out of memory and
 restart in a loop. The estimate: weight bytes at the configured dtype (or int8 for what
 int8 quantizes) from each tensor's shape in the file headers (nothing but the headers is
-read), plus the KV cache the settings imply, plus headroom for activations. It is
-compared with what the device can give: free GPU memory (`torch.cuda.mem_get_info`,
-summed over the GPUs), or on CPU the available RAM within the container's memory limit
-(cgroup v2 `memory.max`). `memory_limit_bytes` overrides what is available.
+read); plus what transformers' continuous batching allocates besides the weights, as its
+own sizing computes it (`compat.continuous_batching_footprint`: the paged KV cache, the
+attention masks [M, N + M], the per-cache-token read buffers, the IO tensors and the
+activation peak), divided by its `max_memory_percent` (it refuses to start when that
+footprint exceeds this fraction of what is free once the weights are loaded); plus
+headroom. It is compared with what the device can give: free GPU memory
+(`torch.cuda.mem_get_info`, summed over the GPUs), or on CPU the available RAM within the
+container's memory limit (cgroup v2 `memory.max`). `memory_limit_bytes` overrides what is
+available. The engine's continuous-batching arguments come from the caller
+(`engine.batching.cb_config_kwargs`: this layer does not import the engine), so both
+size the cache from the same ones.
 """
 
 from __future__ import annotations
@@ -15,21 +23,32 @@ import importlib
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qms_runtime.models.loading import read_model_type
+from qms_runtime import compat
+from qms_runtime.models.loading import (
+    OMNI_MODEL_TYPE,
+    ModelLoadError,
+    read_model_type,
+    resolve_dtype,
+)
 from qms_runtime.settings import RuntimeSettings
 
 GIB = 1024**3
-HEADROOM_FRACTION = 0.05  # activations, CUDA context, allocator slack
+HEADROOM_FRACTION = 0.05  # allocator slack, CUDA context, what loading holds for a while
 MIN_HEADROOM = 256 * 1024**2
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 _FILE_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
                      "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}  # fmt: skip
 _SPEECH_PREFIXES = ("talker.", "code2wav.")  # Qwen3-Omni parts loaded only for speech out
 _CGROUP = Path("/sys/fs/cgroup")
+
+# engine.batching.cb_config_kwargs: (settings, max_model_len, on_gpu) -> the arguments of
+# transformers.ContinuousBatchingConfig the engine starts with.
+CbConfigKwargs = Callable[[RuntimeSettings, int, bool], dict[str, Any]]
 
 
 def size(count: int) -> str:
@@ -43,14 +62,26 @@ class ModelDoesNotFit(Exception):
 @dataclass(frozen=True)
 class Estimate:
     weights: int
-    kv_cache: int
-    kv_tokens: int
+    kv_cache: int  # transformers' paged cache tensor (with its two trash sectors)
+    kv_tokens: int  # the tokens that cache holds
+    buffers: int  # the rest of its footprint: masks, read buffers, IO, activation peak
+    max_memory_percent: float  # the fraction of free memory transformers lets it take
     headroom: int
     dtype: str
 
     @property
+    def batching(self) -> int:
+        """transformers' `compute_memory_footprint` of the cache it will make."""
+        return self.kv_cache + self.buffers
+
+    @property
+    def batching_room(self) -> int:
+        """The free memory transformers wants, after loading, to allow that footprint."""
+        return math.ceil(self.batching / self.max_memory_percent)
+
+    @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.headroom
+        return self.weights + self.batching_room + self.headroom
 
 
 def _headers(model_dir: Path) -> dict[str, Any]:
@@ -85,33 +116,55 @@ def weight_bytes(model_dir: Path, settings: RuntimeSettings, dtype: str) -> int:
     return total
 
 
-def _text_config(model_dir: Path) -> dict[str, Any]:
-    config: dict[str, Any] = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    thinker = config.get("thinker_config") or {}
-    found: dict[str, Any] = thinker.get("text_config") or config.get("text_config") or config
+def _configs(model_dir: Path) -> tuple[Any, Any]:
+    """The model's config and its batched text part (for Qwen3-Omni: the thinker's)."""
+    import transformers
+
+    auto: Any = transformers.AutoConfig  # untyped
+    config = auto.from_pretrained(str(model_dir))
+    return config, config.get_text_config()
+
+
+def _batched_class(config: Any) -> type:
+    """The class models/loading.py batches on: the thinker for Qwen3-Omni."""
+    import transformers
+
+    if config.model_type == OMNI_MODEL_TYPE:
+        thinker: type = transformers.Qwen3OmniMoeThinkerForConditionalGeneration
+        return thinker
+    mapping: Any = transformers.MODEL_FOR_CAUSAL_LM_MAPPING  # AutoModelForCausalLM's
+    if type(config) not in mapping:
+        raise ModelLoadError(f"transformers has no causal LM for model_type {config.model_type}")
+    found: type = mapping[type(config)]
     return found
 
 
-def kv_bytes_per_token(model_dir: Path, dtype: str) -> int:
-    config = _text_config(model_dir)
-    heads = int(config["num_attention_heads"])
-    kv_heads = int(config.get("num_key_value_heads") or heads)
-    head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
-    return 2 * int(config["num_hidden_layers"]) * kv_heads * head_dim * _DTYPE_BYTES[dtype]
+def estimate(
+    model_dir: Path, settings: RuntimeSettings, on_gpu: bool, cb_config_kwargs: CbConfigKwargs
+) -> Estimate:
+    import torch
+    import transformers
 
-
-def estimate(model_dir: Path, settings: RuntimeSettings, on_gpu: bool) -> Estimate:
-    dtype = settings.dtype if settings.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+    torch_dtype = resolve_dtype(settings.dtype, on_gpu)
+    dtype = str(torch_dtype).removeprefix("torch.")
     weights = weight_bytes(model_dir, settings, dtype)
-    config = _text_config(model_dir)
-    model_len = int(config.get("max_position_embeddings", 4096))
-    context = min(settings.max_model_len or model_len, model_len)
-    # CPU: the engine allocates pages for a full batch of full-length sequences; GPU:
-    # transformers sizes the cache from free memory, and one full-length sequence must fit.
-    tokens = context * (1 if on_gpu else settings.max_batch_size)
-    kv = kv_bytes_per_token(model_dir, dtype) * tokens
+    config, text = _configs(model_dir)
+    model_len = int(getattr(text, "max_position_embeddings", 4096))
+    context = min(settings.max_model_len or model_len, model_len)  # as models/loading.py
+    cb_config_cls: Any = transformers.ContinuousBatchingConfig  # untyped constructor
+    cb_config = cb_config_cls(**cb_config_kwargs(settings, context, on_gpu))
+    # CPU: num_blocks, a full batch of full-length sequences; GPU: transformers fills
+    # free memory with cache, and one full-length sequence must fit.
+    footprint, cache, tokens, percent = compat.continuous_batching_footprint(
+        text,
+        cb_config,
+        torch_dtype,
+        context,
+        _batched_class(config),
+        torch.device("cuda" if on_gpu else "cpu"),
+    )
     headroom = max(MIN_HEADROOM, int(HEADROOM_FRACTION * weights))
-    return Estimate(weights, kv, tokens, headroom, dtype)
+    return Estimate(weights, cache, tokens, footprint - cache, percent, headroom, dtype)
 
 
 def _cgroup_room() -> int | None:
@@ -142,8 +195,10 @@ def available(on_gpu: bool) -> tuple[int, str]:
     return room, "CPU RAM"
 
 
-def check_fit(settings: RuntimeSettings, on_gpu: bool | None = None) -> Estimate:
-    """Raise ModelDoesNotFit, one line naming both numbers and what to change (or
+def check_fit(
+    settings: RuntimeSettings, cb_config_kwargs: CbConfigKwargs, on_gpu: bool | None = None
+) -> Estimate:
+    """Raise ModelDoesNotFit, one line naming the numbers and what to change (or
     ModelLoadError when the directory is not a model directory)."""
     import torch
 
@@ -151,7 +206,7 @@ def check_fit(settings: RuntimeSettings, on_gpu: bool | None = None) -> Estimate
     read_model_type(model_dir)  # a clear error for a missing or foreign directory
     if on_gpu is None:
         on_gpu = torch.cuda.is_available()
-    need = estimate(model_dir, settings, on_gpu)
+    need = estimate(model_dir, settings, on_gpu, cb_config_kwargs)
     if settings.memory_limit_bytes is not None:
         have, where = settings.memory_limit_bytes, "memory_limit_bytes"
     else:
@@ -161,13 +216,16 @@ def check_fit(settings: RuntimeSettings, on_gpu: bool | None = None) -> Estimate
     advice = ["more GPUs" if on_gpu else "more memory"]
     if settings.quantization == "none" and need.dtype != "float32":
         advice.append("quantization int8")
-    if need.kv_cache > need.weights // 10:
-        advice.append("a smaller max_model_len" + ("" if on_gpu else " or max_batch_size"))
+    if need.weights + need.headroom < have:  # the weights fit, continuous batching does not
+        knobs = "" if on_gpu else ", max_batch_size"
+        advice.append(f"a smaller max_model_len{knobs} or max_batched_tokens")
     raise ModelDoesNotFit(
         f"the model does not fit: it needs about {size(need.total)} "
         f"(weights {size(need.weights)} at {need.dtype}"
-        f"{' with int8' if settings.quantization == 'int8' else ''}, KV cache "
-        f"{size(need.kv_cache)} for {need.kv_tokens} tokens, headroom "
-        f"{size(need.headroom)}) but {where} has {size(have)}; "
+        f"{' with int8' if settings.quantization == 'int8' else ''}; continuous batching "
+        f"{size(need.batching)}, KV cache {size(need.kv_cache)} for {need.kv_tokens} tokens "
+        f"and buffers {size(need.buffers)}, which transformers allows only "
+        f"{need.max_memory_percent:.0%} of free memory for: {size(need.batching_room)}; "
+        f"headroom {size(need.headroom)}) but {where} has {size(have)}; "
         f"use {', or '.join(advice)}"
     )

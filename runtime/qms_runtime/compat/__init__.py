@@ -23,7 +23,9 @@ What is used, and why:
   class (swapped for a subclass that skips the processors when every row is greedy);
 - on Qwen3-Omni: `thinker.model.rope_deltas` (made thread-local by a class swap), the
   thinker's `forward` (wrapped: media threads pause the batch), and the talker config's
-  `audio_config` (5.24's talker rope index reads it).
+  `audio_config` (5.24's talker rope index reads it);
+- before loading, the continuous-batching memory sizing (`compat/memory.py`: the fit
+  check counts what transformers will allocate).
 """
 
 from __future__ import annotations
@@ -36,20 +38,11 @@ from typing import Any
 
 import torch
 
-WRITTEN_FOR = "5.24"
+from qms_runtime.compat.errors import WRITTEN_FOR, TransformersIncompatible
+from qms_runtime.compat.errors import missing as _missing
+from qms_runtime.compat.memory import continuous_batching_footprint
 
-
-class TransformersIncompatible(RuntimeError):
-    """The installed transformers lacks a piece this runtime uses."""
-
-
-def _missing(what: str) -> TransformersIncompatible:
-    import transformers
-
-    return TransformersIncompatible(
-        f"transformers {transformers.__version__} has no {what}; qms_runtime.compat "
-        f"was written for transformers {WRITTEN_FOR} (install transformers>={WRITTEN_FOR},<5.25)"
-    )
+__all__ = ["WRITTEN_FOR", "TransformersIncompatible", "continuous_batching_footprint"]
 
 
 def check_transformers() -> None:
