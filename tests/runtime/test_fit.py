@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 import transformers
+from real_checkpoints import QWEN3_OMNI, real_files
 from transformers.generation.continuous_batching import cache as cb_cache
 from transformers.generation.continuous_batching import continuous_api
 
@@ -33,7 +34,6 @@ from qms_runtime.types import SamplingParams
 
 pytestmark = pytest.mark.runtime
 
-REAL_OMNI = Path("/work/shared/realqwen/Qwen3-Omni-30B-A3B-Instruct")
 GenerationConfig: Any = transformers.GenerationConfig  # untyped constructor
 ISSUE_FOOTPRINT = 25_544_475_648  # "Memory footprint 25544475648 is more than available ..."
 
@@ -274,12 +274,8 @@ def test_a_model_the_check_lets_through_starts_and_generates(
 
 # ------------------------------------------------- (c) the real Qwen3-Omni config
 def _real_omni_config() -> dict[str, Any]:
-    config_path = REAL_OMNI / "config.json"
-    assert config_path.is_file(), (
-        f"{config_path} is missing: this test needs the official Qwen3-Omni-30B-A3B-Instruct "
-        "config.json under /work/shared/realqwen (see its README.md)"
-    )
-    config: dict[str, Any] = json.loads(config_path.read_text())
+    """The official config (real_checkpoints.py finds it, sha256-checked, or fails)."""
+    config: dict[str, Any] = json.loads((real_files(QWEN3_OMNI) / "config.json").read_text())
     return config
 
 
@@ -292,7 +288,7 @@ def test_the_real_omni_thinker_at_40960_tokens_on_2_layers(
     the meta device (no memory), and above what transformers reported in the issue."""
     config = _real_omni_config()
     auto: Any = transformers.AutoConfig
-    full = auto.from_pretrained(str(REAL_OMNI)).get_text_config()  # the thinker's
+    full = auto.from_pretrained(str(real_files(QWEN3_OMNI))).get_text_config()  # the thinker's
     assert (full.num_hidden_layers, full.num_key_value_heads, full.head_dim) == (48, 4, 128)
 
     config["thinker_config"]["text_config"]["num_hidden_layers"] = 2
