@@ -46,8 +46,8 @@ def create_app(
                 loading.cancel()
             if state.engine is not None:
                 await asyncio.to_thread(state.engine.stop, settings.drain_timeout_seconds)
-            if state.serving is not None and state.serving.media is not None:
-                state.serving.media.close()
+            if state.media is not None:
+                state.media.close()
             log.info("stopped")
 
     app = FastAPI(

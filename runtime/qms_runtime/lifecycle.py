@@ -46,6 +46,7 @@ class ServerState:
     serving_factory: ServingFactory | None = None
     phase: Phase = "loading"
     engine: Engine | None = None
+    media: OmniMedia | None = None  # its worker thread is closed at shutdown (app.py)
     serving: OpenAIServing | None = None
     error: str | None = None
     started: float = field(default_factory=time.time)
@@ -132,7 +133,7 @@ class ServerState:
                 log.info(
                     "sampling defaults from generation_config.json: %s", loaded.generation_defaults
                 )
-            media = _omni_media(loaded, self.metrics, settings, engine)
+            media = self.media = _omni_media(loaded, self.metrics, settings, engine)
             self.serving = OpenAIServing(
                 ModelBackend(engine, media),
                 TextModel(

@@ -9,6 +9,7 @@ Each app owns its registry, so two apps in one process (tests) never share count
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -132,3 +133,29 @@ class RuntimeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class SequenceObserver:
+    """The metrics of one sequence, from its arrival on."""
+
+    def __init__(self, metrics: RuntimeMetrics, arrival: float) -> None:
+        self._metrics = metrics
+        self._arrival = arrival
+        self._last = arrival
+        self._first = True
+
+    def tokens(self, count: int) -> None:
+        if not count:
+            return
+        now = time.perf_counter()
+        if self._first:
+            self._metrics.time_to_first_token.observe(now - self._arrival)
+            self._first = False
+        else:
+            for _ in range(count):
+                self._metrics.inter_token_latency.observe((now - self._last) / count)
+        self._metrics.generation_tokens.inc(count)
+        self._last = now
+
+    def finished(self) -> None:
+        self._metrics.e2e_latency.observe(time.perf_counter() - self._arrival)

@@ -6,8 +6,12 @@ API raise (the API layer alone turns them into HTTP statuses: api/errors.py).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
+
+from qms_runtime.finish import FinishReason
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class TokenChunk:
 @dataclass(frozen=True)
 class GenerationEvent:
     new_token_ids: list[int]
-    finish_reason: str | None  # None while running; "stop" (EOS) or "length" at the end
+    finish_reason: FinishReason | None  # None while running (qms_runtime.finish decides)
     logprobs: list[TokenLogprob] | None = None
 
 
@@ -130,6 +134,51 @@ class GenerationBackend(Protocol):
     async def score(self, prompt_ids: list[int], top: int) -> list[TokenLogprob | None]:
         """Per position of `prompt_ids`, the raw model log-probability of its token and
         the `top` most likely tokens there (position 0: None): `echo` with `logprobs`."""
+        ...
+
+
+@dataclass
+class MediaInputs:
+    """Chat messages in the processor's format plus the decoded media, in prompt order
+    (api/media_parts.py decodes them with qms_runtime.media)."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)  # PIL images
+    audio: list[np.ndarray[Any, Any]] = field(default_factory=list)  # mono float32 at 16 kHz
+    videos: list[np.ndarray[Any, Any]] = field(default_factory=list)  # uint8 (frames, h, w, 3)
+
+
+class MediaBackend(Protocol):
+    """Qwen3-Omni's media side as the API layer uses it: the processor that turns decoded
+    media and messages into the model's inputs, and speech out (engine/media_runner.py's
+    `OmniMedia`, or a fake in the API tests). Generation with those inputs goes through
+    `GenerationBackend.tokens` like text (`Prompt.media_inputs`)."""
+
+    @property
+    def speech(self) -> bool:
+        """Whether speech out is on (the talker and code2wav are loaded)."""
+        ...
+
+    @property
+    def voices(self) -> list[str]: ...
+
+    def prepare(
+        self,
+        media: MediaInputs,
+        template_kwargs: dict[str, Any] | None = None,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        add_special_tokens: bool = False,
+    ) -> Any:
+        """The processor's inputs (a mapping with `input_ids` [1, n] with the media
+        placeholders expanded, pixel values, audio features); raises ValueError when the
+        processor refuses the media and jinja2.TemplateError when the template does."""
+        ...
+
+    async def speak(
+        self, inputs: Any, params: SamplingParams, voice: str, arrival: float
+    ) -> tuple[list[int], FinishReason, np.ndarray[Any, Any]]:
+        """Text tokens, finish reason and spoken waveform (float32, 24 kHz) of one answer."""
         ...
 
 

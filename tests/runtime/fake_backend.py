@@ -1,10 +1,13 @@
-"""A FAKE generation backend for in-process API tests: no model, no batching loop.
+"""A FAKE generation backend (and a FAKE media side) for in-process API tests: no model,
+no batching loop, no processor.
 
 It answers every sequence with the same scripted token ids (cut at max_tokens, or at
 the first end-of-sequence id unless ignore_eos), one token per chunk, and admits at
 most `capacity` sequences at once, like the engine's admission. Everything above the
 backend is the real thing: the app, routes, boundary, protocol, serving, the tiny
-model's real tokenizer and chat template, and engine/generation.py's event path.
+model's real tokenizer and chat template, and api/events.py's event path. `FakeMedia`
+stands in for Qwen3-Omni's processor and speech (types.MediaBackend): the request's
+media are really decoded (qms_runtime.media) before it sees them.
 """
 
 from __future__ import annotations
@@ -15,14 +18,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi.testclient import TestClient
 
 from qms_runtime.api.prepared import TextModel
 from qms_runtime.api.serving import OpenAIServing
 from qms_runtime.app import create_app
+from qms_runtime.finish import FinishReason
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.types import EngineOverloaded, Prompt, SamplingParams, TokenChunk, TokenLogprob
+from qms_runtime.types import (
+    EngineOverloaded,
+    MediaInputs,
+    Prompt,
+    SamplingParams,
+    TokenChunk,
+    TokenLogprob,
+)
 
 
 class FakeAdmission:
@@ -97,14 +109,67 @@ class FakeBackend:
                 self.cancelled += 1
 
 
+class FakeMedia:
+    """Named a fake: it stands in for Qwen3-Omni's processor and talker (a
+    `types.MediaBackend`). `prepare` gives `base + per_item` placeholder ids per media
+    item after the prompt's text tokens; `speak` answers `script` with a silent waveform
+    of `samples` samples."""
+
+    def __init__(self, tokenizer: Any, speech: bool, script: list[int], samples: int) -> None:
+        self._tokenizer = tokenizer
+        self._speech = speech
+        self.script = script
+        self.samples = samples
+        self.prepared: list[tuple[MediaInputs, dict[str, Any]]] = []  # what prepare was given
+        self.spoken: list[tuple[str, SamplingParams]] = []
+
+    @property
+    def speech(self) -> bool:
+        return self._speech
+
+    @property
+    def voices(self) -> list[str]:
+        return ["chelsie", "ethan"] if self._speech else []
+
+    def prepare(
+        self,
+        media: MediaInputs,
+        template_kwargs: dict[str, Any] | None = None,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        add_special_tokens: bool = False,
+    ) -> Any:
+        import torch
+
+        self.prepared.append((media, dict(template_kwargs or {})))
+        text = " ".join(
+            part["text"]
+            for message in media.messages
+            for part in (message["content"] if isinstance(message["content"], list) else [])
+            if part.get("type") == "text"
+        )
+        items = len(media.images) + len(media.audio) + len(media.videos)
+        ids = list(self._tokenizer.encode(text or "media")) + [7] * (4 * items)
+        return {"input_ids": torch.tensor([ids])}
+
+    async def speak(
+        self, inputs: Any, params: SamplingParams, voice: str, arrival: float
+    ) -> tuple[list[int], FinishReason, np.ndarray[Any, Any]]:
+        self.spoken.append((voice, params))
+        tokens = self.script[: params.max_new_tokens]
+        return tokens, "length", np.zeros(self.samples, dtype=np.float32)
+
+
 @contextmanager
 def fake_app(
     model_dir: Path,
     backend: FakeBackend,
     max_model_len: int,
+    media: FakeMedia | None = None,
     **settings: Any,
 ) -> Iterator[tuple[TestClient, RuntimeMetrics]]:
-    """The runtime's app over `backend`, with the tokenizer of `model_dir`, in process."""
+    """The runtime's app over `backend` (and `media`), with the tokenizer of `model_dir`,
+    in process."""
     from transformers import AutoTokenizer
 
     tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir))
@@ -120,6 +185,7 @@ def fake_app(
             runtime.model_name,
             metrics,
             runtime.retry_after_seconds,
+            media=media,
             settings=runtime,
         )
 

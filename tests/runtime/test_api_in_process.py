@@ -1,6 +1,6 @@
 """The API layer in process, over a FAKE backend (fake_backend.py): no model, no
 subprocess. The real app, routes, boundary, protocol, serving, the tiny model's own
-tokenizer and chat template, and the one event path (engine/generation.py) run; the
+tokenizer and chat template, and the one event path (api/events.py) run; the
 backend answers a scripted token sequence. The real-model tests stay as they are.
 """
 
@@ -17,9 +17,8 @@ from fastapi.testclient import TestClient
 from runtime_support import API_KEY, auth
 from test_bad_requests import CASES, Case
 
-from qms_runtime.engine.generation import finish_reason
+from qms_runtime.finish import after_parsing, after_tokens
 from qms_runtime.metrics import RuntimeMetrics
-from qms_runtime.types import SamplingParams
 from qms_testkit.prom import sample_value
 
 pytestmark = pytest.mark.runtime
@@ -188,10 +187,14 @@ def test_per_sequence_metrics_are_observed_once(
     assert sample_value(text, "qms_e2e_request_latency_seconds_count") == 3
 
 
-def test_finish_reason() -> None:
-    params = SamplingParams(max_new_tokens=4)
-    assert finish_reason([5, 2], params, (2,)) == "stop"
-    assert finish_reason([5, 6], params, (2,)) == "length"
-    assert finish_reason([], params, (2,)) == "length"
-    ignoring = SamplingParams(max_new_tokens=4, ignore_eos=True)
-    assert finish_reason([5, 2], ignoring, (2,)) == "length"
+def test_every_finish_reason_is_decided_in_one_place() -> None:
+    assert after_tokens([5, 2], (2,)) == "stop"  # end of sequence
+    assert after_tokens([5, 6], (2,)) == "length"
+    assert after_tokens([], (2,)) == "length"
+    assert after_tokens([5, 2], (2,), ignore_eos=True) == "length"
+    assert after_tokens([5, 7], (2,), stop_token_ids=(7,)) == "stop"  # a stop token
+    assert after_tokens([5, 7], (2,), stop_token_ids=(7,), ignore_eos=True) == "stop"
+    assert after_parsing("stop", has_calls=True) == "tool_calls"
+    assert after_parsing("length", has_calls=True) == "length"  # a cut call stays a cut
+    assert after_parsing("stop", has_calls=False) == "stop"
+    assert after_parsing(None, has_calls=True) is None

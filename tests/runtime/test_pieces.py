@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest
-from qms_runtime.engine.textstream import (
+from qms_runtime.api.textstream import (
     IncrementalDecoder,
     StopChecker,
     StreamDecoder,

@@ -12,6 +12,7 @@ from typing import Any
 from qms_runtime.api.reasoning import ReasoningStream, split_reasoning
 from qms_runtime.api.responses import ResponseMeta, delta_chunk
 from qms_runtime.api.tool_calls import ToolCallStream, parse_tool_calls
+from qms_runtime.finish import FinishReason, after_parsing
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,6 @@ def parse_message(text: str, parsing: OutputParsing) -> ParsedMessage:
     return ParsedMessage(content, reasoning, calls)
 
 
-def finish_reason(reason: str | None, has_calls: bool) -> str | None:
-    """ "tool_calls" when the model ended its turn after calls; a cut ("length") stays."""
-    return "tool_calls" if reason == "stop" and has_calls else reason
-
-
 class ChatStream:
     """One streamed choice's parsers."""
 
@@ -104,13 +100,13 @@ class ChatStream:
         index: int,
         text: str,
         token_ids: list[int],
-        reason: str | None,
+        reason: FinishReason | None,
         logprobs: dict[str, Any] | None = None,
     ) -> list[str]:
         """The SSE chunks of one text delta (token ids, log-probabilities and the finish
         reason on the last; log-probabilities go out even while the text is held back)."""
         deltas = self._deltas(text, reason is not None)
-        reason = finish_reason(reason, self.has_calls)
+        reason = after_parsing(reason, self.has_calls)
         if not deltas and reason is None and not meta.return_token_ids and logprobs is None:
             return []
         deltas = deltas or [{}]

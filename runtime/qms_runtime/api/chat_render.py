@@ -20,8 +20,8 @@ from qms_runtime.api.chat_input import (
 from qms_runtime.api.errors import bad_request
 from qms_runtime.api.media_parts import first_media_part, parse_media
 from qms_runtime.api.protocol import ChatPromptFields
-from qms_runtime.engine.media_runner import OmniMedia
 from qms_runtime.settings import RuntimeSettings
+from qms_runtime.types import MediaBackend
 
 
 def encode(tokenizer: Any, text: str, param: str, **kwargs: Any) -> list[int]:
@@ -37,7 +37,7 @@ def encode(tokenizer: Any, text: str, param: str, **kwargs: Any) -> list[int]:
 
 class ChatRenderer:
     def __init__(
-        self, tokenizer: Any, media: OmniMedia | None, settings: RuntimeSettings | None
+        self, tokenizer: Any, media: MediaBackend | None, settings: RuntimeSettings | None
     ) -> None:
         self._tokenizer = tokenizer
         self.media = media
@@ -73,7 +73,7 @@ class ChatRenderer:
                 code="unsupported_media",
             )
         check_tool_choice(body)
-        kwargs = template_kwargs(body, media.processor.tokenizer.apply_chat_template)
+        kwargs = template_kwargs(body, self._tokenizer.apply_chat_template)
         try:
             inputs = media.prepare(
                 parse_media(body.messages, settings),

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from qms_runtime.finish import FinishReason
 from qms_runtime.types import TokenLogprob
 
 
@@ -15,7 +16,7 @@ class ChoiceDelta:
     index: int
     text: str
     token_ids: list[int]
-    finish_reason: str | None
+    finish_reason: FinishReason | None
     logprobs: list[TokenLogprob] | None = None
 
 

@@ -20,9 +20,7 @@ from qms_runtime.api.content_parts import (
 )
 from qms_runtime.api.errors import bad_request, echo
 from qms_runtime.api.protocol import ChatCompletionRequest, ChatMessage
-from qms_runtime.engine.media_runner import OmniMedia
 from qms_runtime.media.decode import (
-    MediaInputs,
     decode_audio,
     decode_audio_url,
     decode_image,
@@ -30,7 +28,7 @@ from qms_runtime.media.decode import (
     decode_video_url,
 )
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.types import MediaError
+from qms_runtime.types import MediaBackend, MediaError, MediaInputs
 
 
 def parse_media(messages: list[ChatMessage], settings: RuntimeSettings) -> MediaInputs:
@@ -90,7 +88,7 @@ def first_media_part(messages: list[ChatMessage]) -> tuple[str, str]:
     return "messages", "media"
 
 
-def check_speech(body: ChatCompletionRequest, media: OmniMedia) -> str:
+def check_speech(body: ChatCompletionRequest, media: MediaBackend) -> str:
     """The voice of a request for speech out, or a 400 naming what is wrong."""
     if not media.speech:
         raise bad_request(

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from qms_runtime.finish import FinishReason
+
 Kind = Literal["chat", "completion"]
 
 
@@ -14,7 +16,7 @@ class ChoiceResult:
     index: int
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     audio: dict[str, Any] | None = None  # speech out: {id, data (base64 WAV), transcript, ...}
     # Parsed out of `text` (api/chat_output.py): content, reasoning_content, tool_calls.
     message: dict[str, Any] | None = None
@@ -85,7 +87,7 @@ def delta_chunk(
     index: int,
     text: str,
     token_ids: list[int],
-    finish_reason: str | None,
+    finish_reason: FinishReason | None,
     first: bool = False,
     fields: dict[str, Any] | None = None,
     logprobs: dict[str, Any] | None = None,

@@ -16,13 +16,13 @@ from typing import Any
 
 from qms_runtime.api.chat_output import (
     ChatStream,
-    finish_reason,
     parse_message,
 )
 from qms_runtime.api.chat_render import ChatRenderer, encode
 from qms_runtime.api.echo import Collected, EchoPlan, StreamLogprobs, finish_choices
 from qms_runtime.api.echo import prompt_texts as echo_texts
 from qms_runtime.api.errors import APIError, bad_request, echo, error_body, to_api_error
+from qms_runtime.api.events import generate_events
 from qms_runtime.api.interleave import ChoiceDelta, merge
 from qms_runtime.api.logprobs import token_decoder
 from qms_runtime.api.media_parts import check_speech
@@ -49,14 +49,13 @@ from qms_runtime.api.responses import (
     sse,
     usage_chunk,
 )
+from qms_runtime.api.textstream import StopChecker, text_decoder
 from qms_runtime.api.tokenization import Tokenization
-from qms_runtime.engine.generation import generate_events
-from qms_runtime.engine.media_runner import OmniMedia
-from qms_runtime.engine.textstream import StopChecker, text_decoder
+from qms_runtime.finish import ECHO_ONLY, STOP_STRING, after_parsing
 from qms_runtime.media.decode import wav_bytes
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.types import GenerationBackend, Prompt
+from qms_runtime.types import GenerationBackend, MediaBackend, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ class OpenAIServing:
         model_name: str,
         metrics: RuntimeMetrics,
         retry_after: int,
-        media: OmniMedia | None = None,
+        media: MediaBackend | None = None,
         settings: RuntimeSettings | None = None,
     ) -> None:
         self.backend = backend
@@ -232,7 +231,7 @@ class OpenAIServing:
             for choice in choices:
                 parsed = parse_message(choice.text, prepared.parsing)
                 choice.message = parsed.fields()
-                choice.finish_reason = finish_reason(choice.finish_reason, bool(parsed.tool_calls))
+                choice.finish_reason = after_parsing(choice.finish_reason, bool(parsed.tool_calls))
         return full_response(prepared.meta, choices, prepared.prompt_tokens)
 
     async def _speak(self, prepared: PreparedRequest, voice: str) -> dict[str, Any]:
@@ -311,7 +310,7 @@ class OpenAIServing:
         self, prompt: list[int], index: int, prepared: PreparedRequest
     ) -> AsyncGenerator[ChoiceDelta, None]:
         if prepared.params.max_new_tokens == 0:  # echo alone: the prompt is the answer
-            yield ChoiceDelta(index, "", [], "length")
+            yield ChoiceDelta(index, "", [], ECHO_ONLY)
             return
         decoder = text_decoder(self._tokenizer, self._decode)
         stops = StopChecker(prepared.stops)
@@ -333,7 +332,7 @@ class OpenAIServing:
                     text += stops.feed(decoder.flush())
                     text += stops.flush()
                 if stops.stopped:
-                    reason = "stop"
+                    reason = STOP_STRING
                 if self._log_text:
                     generated.append(text)
                 yield ChoiceDelta(index, text, event.new_token_ids, reason, event.logprobs)

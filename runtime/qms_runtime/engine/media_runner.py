@@ -13,7 +13,8 @@ between two of its steps (`Engine.pause`, transformers' `manager.pause()`), afte
 `media_step_interval` batch steps while text runs. So media and text interleave step by
 step: the batch keeps its requests and cache, neither waits for the other to finish,
 and per-call state the model keeps on itself is not shared (compat.isolate_rope_state).
-Its tokens go through the same event path as the batch's (generation.py).
+Its tokens go through the same event path as the batch's (api/events.py). `OmniMedia` is
+the `types.MediaBackend` the API layer uses.
 """
 
 from __future__ import annotations
@@ -34,12 +35,11 @@ import torch
 
 from qms_runtime import compat
 from qms_runtime.engine.controls import generate_kwargs_with
-from qms_runtime.engine.generation import SequenceObserver, finish_reason
 from qms_runtime.engine.sampling import generate_kwargs
-from qms_runtime.media.decode import MediaInputs
-from qms_runtime.metrics import RuntimeMetrics
+from qms_runtime.finish import FinishReason, after_tokens
+from qms_runtime.metrics import RuntimeMetrics, SequenceObserver
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.types import SamplingParams, TokenChunk
+from qms_runtime.types import MediaInputs, SamplingParams, TokenChunk
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class OmniMedia:
 
     async def speak(
         self, inputs: Any, params: SamplingParams, voice: str, arrival: float
-    ) -> tuple[list[int], str, np.ndarray[Any, Any]]:
+    ) -> tuple[list[int], FinishReason, np.ndarray[Any, Any]]:
         """Text tokens, finish reason and spoken waveform (float32, 24 kHz) of one answer."""
         observer = SequenceObserver(self._metrics, arrival)
         loop = asyncio.get_running_loop()
@@ -236,7 +236,11 @@ class OmniMedia:
         self._metrics.generation_tokens.inc(len(tokens))  # all at once: no first token to time
         observer.finished()
         wave = np.zeros(0, np.float32) if waveform is None else waveform.float().cpu().numpy()
-        return tokens, finish_reason(tokens, params, self._eos), wave.reshape(-1)
+        return (
+            tokens,
+            after_tokens(tokens, self._eos, params.stop_token_ids, params.ignore_eos),
+            wave.reshape(-1),
+        )
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)

@@ -14,7 +14,6 @@ import binascii
 import importlib
 import io
 import wave
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,16 +36,6 @@ AUDIO_FORMATS = frozenset({"wav", "mp3", "flac"})
 AUDIO_SAMPLING_RATE = 16_000  # what Qwen3-Omni's Whisper-style feature extractor expects
 SPEECH_SAMPLING_RATE = 24_000  # what Qwen3-Omni's code2wav produces
 MAX_IMAGE_PIXELS = 8192 * 8192  # refused before decoding (the processor resizes far below)
-
-
-@dataclass
-class MediaInputs:
-    """Chat messages in the processor's format plus the decoded media, in prompt order."""
-
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    images: list[Any] = field(default_factory=list)  # PIL images
-    audio: list[np.ndarray[Any, Any]] = field(default_factory=list)  # mono float32 at 16 kHz
-    videos: list[np.ndarray[Any, Any]] = field(default_factory=list)  # uint8 (frames, h, w, 3)
 
 
 def _b64decode(data: str, param: str) -> bytes:
