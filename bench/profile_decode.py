@@ -38,8 +38,8 @@ from runtime_bench import (
 
 # The parts of a batch step, by the first frame of a stack that names one (innermost first).
 PARTS = (
-    ("logits processors", ("cb_logits_processors.py", "controls.py", "compat/__init__.py:apply")),
-    ("sampling", ("model_runner.py:_sample", "compat/__init__.py:_sample")),
+    ("logits processors", ("cb_logits_processors.py", "controls.py", "sampling_patches.py:apply")),
+    ("sampling", ("model_runner.py:_sample", "sampling_patches.py:_sample")),
     ("model forward", ("modeling_", "torch/nn/modules")),
     ("prepare batch", ("input_outputs.py", "scheduler.py", "prepare_next_batch")),
     ("outputs to requests", ("update_batch", "deliver", "requests.py")),

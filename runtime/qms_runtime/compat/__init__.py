@@ -8,6 +8,12 @@ the version this module was written for, instead of an AttributeError deep in a
 request. An import-linter contract forbids `transformers.generation.continuous_batching` anywhere
 else in the runtime.
 
+Modules: `checks` (the start-up checks), `manager_state` (reading the manager's state
+and hooking its step: changes nothing it computes), `sampling_patches` and
+`omni_patches` (behaviour changes, each function named by what it changes), `memory`
+(the continuous-batching sizing the fit check uses before loading), `errors`. This
+package re-exports them all: callers write `compat.<name>`.
+
 What is used, and why:
 - the sdpa integration's `TRANSFORMERS_SDPA_FORCE_GQA` switch (on CPU: use_gqa_sdpa_on_cpu);
 - the manager's `_generation_step` (wrapped: batch size and step count per step), and
@@ -30,333 +36,46 @@ What is used, and why:
 
 from __future__ import annotations
 
-import functools
-import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import Any
-
-import torch
-
+from qms_runtime.compat.checks import check_manager, check_transformers
 from qms_runtime.compat.errors import WRITTEN_FOR, TransformersIncompatible
-from qms_runtime.compat.errors import missing as _missing
+from qms_runtime.compat.manager_state import (
+    active_requests,
+    drop_result_handler,
+    is_alive,
+    is_failed,
+    kv_cache_usage,
+    on_each_step,
+)
 from qms_runtime.compat.memory import continuous_batching_footprint
-
-__all__ = ["WRITTEN_FOR", "TransformersIncompatible", "continuous_batching_footprint"]
-
-
-def check_transformers() -> None:
-    """Fail at start-up, naming the piece, when this transformers lacks what we use."""
-    import transformers
-    from transformers.generation.continuous_batching import cb_logits_processors, requests
-    from transformers.generation.continuous_batching.continuous_api import (
-        ContinuousBatchingManager,
-    )
-
-    for module, name in (
-        (cb_logits_processors, "ContinuousBatchingTopKLogitsWarper"),
-        (cb_logits_processors, "ContinuousBatchingTopPLogitsWarper"),
-        (cb_logits_processors, "ContinuousBatchingLogitsProcessor"),
-        (requests, "RequestStatus"),
-        (transformers, "ContinuousBatchingConfig"),
-    ):
-        if not hasattr(module, name):
-            raise _missing(f"{module.__name__}.{name}")
-    for method in ("_generation_step", "pause", "register_result_handler", "cancel_request"):
-        if not callable(getattr(ContinuousBatchingManager, method, None)):
-            raise _missing(f"ContinuousBatchingManager.{method}")
-    from transformers.generation.continuous_batching.model_runner import ModelRunner
-
-    if not callable(getattr(ModelRunner, "_sample", None)):
-        raise _missing("continuous_batching.model_runner.ModelRunner._sample")
-
-
-def check_manager(manager: Any) -> None:
-    """The manager's private state we touch exists (call before start())."""
-    router = getattr(manager, "output_router", None)
-    for owner, name, attr in (
-        (manager, "manager", "background_thread_status"),
-        (router, "output_router", "_lock"),
-        (router, "output_router", "result_handlers"),
-        (getattr(manager, "logit_processor", None), "logit_processor", "logits_processor"),
-        (getattr(manager, "logit_processor", None), "logit_processor", "supported_keys"),
-        (getattr(manager, "logit_processor", None), "logit_processor", "tensors_required"),
-    ):
-        if owner is None or not hasattr(owner, attr):
-            raise _missing(f"{name}.{attr} on the continuous-batching manager")
-
-
-# ------------------------------------------------------------------ manager state
-def on_each_step(manager: Any, callback: Callable[[int], None]) -> None:
-    """Call `callback(sequences in the batch)` after every batch step (the manager has no
-    per-step hook: its private step is wrapped, on this instance only)."""
-    step = manager._generation_step
-
-    def observed_step() -> None:
-        step()
-        io = getattr(manager.batch_processor, "inputs_and_outputs", None)
-        callback(int(getattr(io, "num_request_in_batch", 0) or 0))
-
-    manager._generation_step = observed_step
-
-
-def is_alive(manager: Any) -> bool:
-    return manager.background_thread_status.fatal_error is None and bool(manager.is_running())
-
-
-def active_requests(manager: Any) -> int:
-    processor = getattr(manager, "batch_processor", None)
-    scheduler = getattr(processor, "scheduler", None)
-    return len(scheduler.active_requests) if scheduler is not None else 0
-
-
-def kv_cache_usage(manager: Any) -> float:
-    processor = getattr(manager, "batch_processor", None)
-    cache = getattr(processor, "cache", None)
-    if cache is None:
-        return 0.0
-    return float(max(0.0, min(1.0, 1.0 - cache.compute_free_capacity())))
-
-
-def drop_result_handler(manager: Any, request_id: str) -> None:
-    """The manager only auto-removes handlers of finished requests."""
-    router = manager.output_router
-    with router._lock:
-        router.result_handlers.pop(request_id, None)
-
-
-def is_failed(output: Any) -> bool:
-    from transformers.generation.continuous_batching.requests import RequestStatus
-
-    return bool(output.status == RequestStatus.FAILED)
-
-
-# ------------------------------------------------------------- logits processors
-def use_fast_warpers(manager: Any) -> None:
-    """Swap the manager's CB top-k/top-p warpers for cheaper ones (before start()).
-
-    transformers' CB warpers sort the whole vocabulary twice per step even when no row
-    needs it; these keep the same masks but take `torch.topk` of only the largest k
-    asked for, and skip top-p when every row has p = 1.
-    """
-    from transformers.generation.continuous_batching.cb_logits_processors import (
-        ContinuousBatchingTopKLogitsWarper,
-        ContinuousBatchingTopPLogitsWarper,
-    )
-
-    class FastTopK(ContinuousBatchingTopKLogitsWarper):
-        def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
-            vocab = scores.size(-1)
-            top_k = tensor_arg[: scores.size(0)].clamp(min=1, max=vocab)
-            k_max = int(top_k.max())
-            if k_max >= vocab and int(top_k.min()) >= vocab:
-                return scores
-            values = torch.topk(scores, k_max, dim=-1).values  # sorted, largest first
-            thresholds = values.gather(-1, (top_k - 1).unsqueeze(-1).to(torch.int64))
-            return scores.masked_fill(scores < thresholds, self.filter_value)
-
-    class FastTopP(ContinuousBatchingTopPLogitsWarper):
-        def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
-            top_p = tensor_arg[: scores.size(0)].view(dtype=torch.float32)
-            if bool((top_p >= 1.0).all()):
-                return scores
-            result: torch.Tensor = super().__call__(scores, tensor_arg)
-            return result
-
-    for processor in manager.logit_processor.logits_processor:
-        if type(processor) is ContinuousBatchingTopKLogitsWarper:  # same state, faster call
-            processor.__class__ = FastTopK
-        elif type(processor) is ContinuousBatchingTopPLogitsWarper:
-            processor.__class__ = FastTopP
-
-
-RowHook = Callable[[list[tuple[Any, int]], torch.Tensor], torch.Tensor]
-
-
-def use_sequence_controls(
-    manager: Any, lookup: Callable[[int], Any], adjust: RowHook, pick: RowHook
-) -> None:
-    """Give the manager two processors for QMS's per-sequence controls (before start()).
-
-    A request added with `qms_sequence=<key>` has its rows handed, as (controls,
-    position) with `lookup(key)` as controls, to `adjust` (first processor: the raw
-    logits) and to `pick` (last processor: after temperature, top-k and top-p); each
-    returns those rows' new scores (engine/controls.py). Rows of other requests are left
-    alone and cost nothing. transformers calls `prepare_tensor_args` with the requests
-    that sample in the next forward, in row order (input_outputs.py
-    `prepare_batch_tensors`, right after it advanced `position_offset` past the tokens
-    of this forward, so it is the position of the token chosen now), then, on the same
-    thread, the processors on those rows' logits; the row list is handed over between
-    the two calls.
-    """
-    from transformers.generation.continuous_batching.cb_logits_processors import (
-        ContinuousBatchingLogitsProcessor,
-    )
-
-    shared: dict[str, Any] = {"rows": [], "index": None}
-
-    def apply(hook: RowHook, scores: torch.Tensor) -> torch.Tensor:
-        rows = shared["rows"]
-        if not rows:
-            return scores
-        index = shared["index"]
-        if index is None or index.device != scores.device:
-            index = shared["index"] = torch.tensor([r for r, _, _ in rows], device=scores.device)
-        picked = hook([(c, pos) for _, c, pos in rows], scores.index_select(0, index))
-        return scores.index_copy(0, index, picked)
-
-    class Adjust(ContinuousBatchingLogitsProcessor):
-        supported_kwargs: dict[str, type] = {"qms_sequence": int}
-        ignored_kwargs: tuple[str, ...] = ()
-
-        def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
-            int32_tensor.fill_(0)  # its row of the IO's argument tensor stays unused
-
-        def prepare_tensor_args(self, requests_with_new_token: list[Any]) -> torch.Tensor:
-            rows = []
-            one_hot = True  # every row greedy (top-k 1) or picked by `pick`
-            for row, request in enumerate(requests_with_new_token):
-                kwargs = request.state.logit_processor_kwargs
-                key = kwargs.get("qms_sequence")
-                controls = lookup(key) if key is not None else None
-                if controls is not None:
-                    rows.append((row, controls, int(request.state.position_offset)))
-                elif kwargs.get("top_k") != 1:
-                    one_hot = False
-            shared["rows"], shared["index"] = rows, None
-            processors.qms_one_hot = one_hot  # read by the sampler (use_argmax_when_one_hot)
-            # Every row greedy and none controlled: argmax of the raw logits is the token
-            # (temperature 1, top-k 1 and top-p 1 keep the maximum), so skip the processors.
-            processors.qms_skip = one_hot and not rows
-            return torch.empty(0, dtype=torch.int32)  # nothing to send to the device
-
-        def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
-            return apply(adjust, scores)
-
-    class Pick(Adjust):
-        supported_kwargs: dict[str, type] = {}
-
-        def prepare_tensor_args(self, requests_with_new_token: list[Any]) -> torch.Tensor:
-            return torch.empty(0, dtype=torch.int32)  # Adjust found the rows
-
-        def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
-            return apply(pick, scores)
-
-    processors = manager.logit_processor  # a ContinuousBatchingLogitsProcessorList
-
-    class SkippableList(type(processors)):  # type: ignore[misc]
-        def __call__(self, input_ids: Any, scores: torch.Tensor, args: torch.Tensor) -> Any:
-            if self.qms_skip:
-                return scores
-            return super().__call__(input_ids, scores, args)
-
-    processors.__class__ = SkippableList  # this instance only; same state
-    processors.qms_one_hot = False
-    processors.qms_skip = False
-    processors.logits_processor.insert(0, Adjust())
-    processors.logits_processor.append(Pick())
-    processors.tensors_required += 2  # one int32 row per CB processor in the IO's bulk tensor
-    processors.supported_keys.update(Adjust.supported_kwargs)  # check_kwargs accepts the key
-    processors.do_processing = True
-
-
-def use_gqa_sdpa_on_cpu() -> None:
-    """Grouped-query attention without `repeat_kv` on CPU.
-
-    transformers' sdpa path copies each key/value head `num_key_value_groups` times
-    unless no attention mask is given (what CUDA's fused kernels need); the packed batch
-    of continuous batching always has a mask. torch's CPU kernels take a mask with
-    `enable_gqa` and give the same values, at about half the attention time of a decode
-    step (bench/profile_decode.py; at 16 rows x 1,600 cached tokens: 2.1 ms instead of
-    4.5). transformers' own switch, `TRANSFORMERS_SDPA_FORCE_GQA`, is read at each
-    call; set only when the process runs its model on the CPU and nobody set it.
-    """
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
-
-
-def use_argmax_when_one_hot() -> None:
-    """Sample by argmax when every row of the batch is one-hot after the processors.
-
-    The manager samples with `multinomial` over the whole vocabulary because its sampling
-    mode is global; greedy rows (top-k 1) and rows QMS picked are one-hot by then, where
-    argmax returns the same token for a fraction of the cost (at a 151,936-token
-    vocabulary and 16 rows on CPU: ~16 ms instead of ~320 ms a step). Patches the
-    ModelRunner class once; each runner reads the flag its own processor list carries
-    (`qms_one_hot`, set by use_sequence_controls for the rows of the next forward).
-    """
-    from transformers.generation.continuous_batching import model_runner
-
-    runner: Any = model_runner.ModelRunner
-    if getattr(runner, "_qms_argmax", False):
-        return
-    original = runner._sample
-
-    def _sample(self: Any, scores: torch.Tensor, output_ids: torch.Tensor) -> None:
-        one_hot = getattr(self.logit_processor, "qms_one_hot", False)
-        if not one_hot or self.return_logprobs:
-            original(self, scores, output_ids)
-            return
-        next_tokens = scores[0].argmax(dim=-1)  # [num_logits]
-        output_ids[0, : next_tokens.size(0)].copy_(next_tokens)
-
-    runner._sample = _sample
-    runner._qms_argmax = True
-
-
-# --------------------------------------------------------------------- Qwen3-Omni
-def isolate_rope_state(thinker: Any) -> None:
-    """Give each thread its own `thinker.model.rope_deltas`.
-
-    generate() stores the m-RoPE offsets of its media prompt on the module and reads them
-    at every decoding step; the batching thread's text forwards overwrite them. With a
-    per-thread value, media requests and the batch share the weights but not that state.
-    """
-    inner = thinker.model
-    if getattr(type(inner), "_qms_thread_local_rope", False):
-        return
-    local = threading.local()
-
-    class ThreadLocalRope(type(inner)):  # type: ignore[misc]
-        _qms_thread_local_rope = True
-
-        @property
-        def rope_deltas(self) -> Any:
-            return getattr(local, "rope_deltas", None)
-
-        @rope_deltas.setter
-        def rope_deltas(self, value: Any) -> None:
-            local.rope_deltas = value
-
-    inner.__class__ = ThreadLocalRope
-
-
-def pause_batch_on_media_threads(
-    thinker: Any, pause: Callable[[], AbstractContextManager[None]]
-) -> Any:
-    """Make the thinker's forward pause the batching loop when called from a media thread.
-
-    Returns the marker to set (`marker.media = True`) on threads that run media requests;
-    the batching thread's own forward calls pass straight through.
-    """
-    marker = threading.local()
-    forward = thinker.forward
-
-    @functools.wraps(forward)  # generate() checks its kwargs against forward's signature
-    def paused_forward(*args: Any, **kwargs: Any) -> Any:
-        if not getattr(marker, "media", False):
-            return forward(*args, **kwargs)
-        with pause():
-            return forward(*args, **kwargs)
-
-    thinker.forward = paused_forward
-    return marker
-
-
-def fix_talker_config(owner: Any) -> None:
-    """5.24: the talker's rope index reads `audio_config`, which its config lacks."""
-    thinker_config: Any = owner.config.thinker_config
-    talker_config: Any = owner.talker.config
-    if not hasattr(talker_config, "audio_config"):
-        talker_config.audio_config = thinker_config.audio_config
+from qms_runtime.compat.omni_patches import (
+    fix_talker_config,
+    isolate_rope_state,
+    pause_batch_on_media_threads,
+)
+from qms_runtime.compat.sampling_patches import (
+    use_argmax_when_one_hot,
+    use_fast_warpers,
+    use_gqa_sdpa_on_cpu,
+    use_sequence_controls,
+)
+
+__all__ = [
+    "WRITTEN_FOR",
+    "TransformersIncompatible",
+    "active_requests",
+    "check_manager",
+    "check_transformers",
+    "continuous_batching_footprint",
+    "drop_result_handler",
+    "fix_talker_config",
+    "is_alive",
+    "is_failed",
+    "isolate_rope_state",
+    "kv_cache_usage",
+    "on_each_step",
+    "pause_batch_on_media_threads",
+    "use_argmax_when_one_hot",
+    "use_fast_warpers",
+    "use_gqa_sdpa_on_cpu",
+    "use_sequence_controls",
+]
