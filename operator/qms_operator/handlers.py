@@ -17,31 +17,10 @@ from .spec import GROUP, PLURAL, VERSION
 from .store import Store
 from .workqueue import WorkQueue
 
-
-def plural(kind: str) -> str:
-    """The resource name of a kind, by the rule the built-in kinds and the CRDs the
-    operator builds children of all follow (Ingress -> ingresses, NetworkPolicy ->
-    networkpolicies)."""
-    lower = kind.lower()
-    if lower.endswith("y"):
-        return f"{lower[:-1]}ies"
-    if lower.endswith("s"):
-        return f"{lower}es"
-    return f"{lower}s"
-
-
-def resource(api_version: str, kind: str) -> tuple[str, str, str]:
-    """(group, version, plural) of a kind, as kopf's handlers name it."""
-    group, _, version = api_version.rpartition("/")
-    return group, version, plural(kind)
-
-
 # Every kind the builders make is watched, so drift of any child (a ServiceMonitor
 # too, once its CRD is served: kopf watches CRDs and starts the watch) is repaired on
 # its watch event, not at the next resync; and pods, for status.
-CHILD_RESOURCES = [resource(api_version, kind) for api_version, kind, _, _ in CHILD_KINDS] + [
-    ("", "v1", "pods")
-]
+CHILD_RESOURCES = [child.resource for child in CHILD_KINDS] + [("", "v1", "pods")]
 
 
 def register(registry: kopf.OperatorRegistry, store: Store, queue: WorkQueue) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pydantic
 
 from .apply import Api, ApiError, NotServed
-from .builders import desired_children, unwanted_kinds
+from .builders import OPTIONAL_KINDS, desired_children, unwanted_kinds
 from .clock import utc_now
 from .diff import differences
 from .pods import Restart, last_words, restart_cause, restarts, termination_words
@@ -30,9 +30,6 @@ log = logging.getLogger("qms_operator")
 # The API server's refusal to create objects in a namespace being deleted.
 TERMINATING = "because it is being terminated"
 TERMINATING_BACKOFF = 30.0
-# Children of add-ons a cluster may lack (the Prometheus Operator's CRDs): when their
-# kind is not served, the server is Ready without them (docs/operator.md, Status).
-OPTIONAL_KINDS = frozenset({"ServiceMonitor"})
 
 
 def dropped_fields(child: dict[str, Any], paths: list[str]) -> str:

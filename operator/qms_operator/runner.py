@@ -104,7 +104,7 @@ async def _main(args: argparse.Namespace, health: Health) -> None:
     # Where each child kind is served, once, before the first reconcile (a kind not
     # served, or an API server not up yet, is looked up again when needed).
     await asyncio.to_thread(
-        api.prime, [*((v, k) for v, k, _, _ in CHILD_KINDS), (API_VERSION, KIND)]
+        api.prime, [*((c.api_version, c.kind) for c in CHILD_KINDS), (API_VERSION, KIND)]
     )
     reconciler = Reconciler(api, store)
     queue = WorkQueue(reconciler.reconcile, concurrency=args.workers)

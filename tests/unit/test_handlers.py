@@ -5,15 +5,15 @@ from __future__ import annotations
 import kopf
 from test_resources import PLURALS
 
-from qms_operator.builders import CHILD_KINDS
-from qms_operator.handlers import CHILD_RESOURCES, plural, register, resource
+from qms_operator.builders import CHILD_KINDS, OPTIONAL_KINDS, plural
+from qms_operator.handlers import CHILD_RESOURCES, register
 from qms_operator.spec import KIND
 from qms_operator.store import Store
 from qms_operator.workqueue import WorkQueue
 
 
 def test_every_built_kind_is_watched_and_pods_too() -> None:
-    built = [resource(api_version, kind) for api_version, kind, _, _ in CHILD_KINDS]
+    built = [child.resource for child in CHILD_KINDS]
     assert [*built, ("", "v1", "pods")] == CHILD_RESOURCES
     assert ("monitoring.coreos.com", "v1", "servicemonitors") in CHILD_RESOURCES
     assert ("apps", "v1", "deployments") in CHILD_RESOURCES
@@ -21,12 +21,16 @@ def test_every_built_kind_is_watched_and_pods_too() -> None:
 
 
 def test_plurals_are_the_ones_discovery_serves() -> None:
-    assert {kind: plural(kind) for _, kind, _, _ in CHILD_KINDS} == {
+    assert {child.kind: plural(child.kind) for child in CHILD_KINDS} == {
         kind: name for kind, name in PLURALS.items() if kind != KIND
     }
     assert plural("NetworkPolicy") == "networkpolicies"
     assert plural("Ingress") == "ingresses"
     assert plural("ServiceMonitor") == "servicemonitors"
+
+
+def test_only_add_on_kinds_are_optional() -> None:
+    assert sorted(OPTIONAL_KINDS) == ["ServiceMonitor"]  # the Prometheus Operator CRD
 
 
 async def _work(key: tuple[str, str]) -> bool:

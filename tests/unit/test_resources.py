@@ -25,7 +25,7 @@ PLURALS = {
     "HTTPRoute": "httproutes",
     KIND: "modelservers",
 }
-KINDS = [(api_version, kind) for api_version, kind, _, _ in CHILD_KINDS] + [(API_VERSION, KIND)]
+KINDS = [(child.api_version, child.kind) for child in CHILD_KINDS] + [(API_VERSION, KIND)]
 
 
 class Discovery:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..spec import QwenModelServerSpec
@@ -14,38 +15,75 @@ from .workload import deployment, horizontal_pod_autoscaler, pod_disruption_budg
 
 Builder = Callable[[str, str, str, QwenModelServerSpec], dict[str, Any]]
 
-# Every kind the operator may create, in apply order, with when it is wanted.
-CHILD_KINDS: list[tuple[str, str, Builder, Callable[[QwenModelServerSpec], bool]]] = [
-    ("v1", "Service", service, lambda s: True),
-    ("apps/v1", "Deployment", deployment, lambda s: True),
-    (
+
+def plural(kind: str) -> str:
+    """The resource name of a kind, by the rule the built-in kinds and the CRDs the
+    operator builds children of all follow (Ingress -> ingresses, NetworkPolicy ->
+    networkpolicies)."""
+    lower = kind.lower()
+    if lower.endswith("y"):
+        return f"{lower[:-1]}ies"
+    if lower.endswith("s"):
+        return f"{lower}es"
+    return f"{lower}s"
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    """A kind of child the operator makes: what builds it, when the spec wants it, and
+    whether the cluster may lack it (an add-on's CRD: the server is Ready without it).
+    Every child kind is watched (handlers.py) and primed in the cache (runner.py)."""
+
+    api_version: str
+    kind: str
+    build: Builder
+    wanted: Callable[[QwenModelServerSpec], bool]
+    optional: bool = False
+
+    @property
+    def resource(self) -> tuple[str, str, str]:
+        """(group, version, plural), as kopf's handlers name it."""
+        group, _, version = self.api_version.rpartition("/")
+        return group, version, plural(self.kind)
+
+
+# The one table of child kinds, in apply order: builders, reconcile, handlers and the
+# runner all read it.
+CHILD_KINDS: list[ChildKind] = [
+    ChildKind("v1", "Service", service, lambda s: True),
+    ChildKind("apps/v1", "Deployment", deployment, lambda s: True),
+    ChildKind(
         "autoscaling/v2",
         "HorizontalPodAutoscaler",
         horizontal_pod_autoscaler,
         lambda s: s.autoscaling.enabled,
     ),
-    (
+    ChildKind(
         "policy/v1",
         "PodDisruptionBudget",
         pod_disruption_budget,
         lambda s: s.pod_disruption_budget.enabled,
     ),
-    ("networking.k8s.io/v1", "NetworkPolicy", network_policy, lambda s: s.network_policy.enabled),
-    ("networking.k8s.io/v1", "Ingress", ingress, lambda s: s.ingress.enabled),
-    (
+    ChildKind(
+        "networking.k8s.io/v1", "NetworkPolicy", network_policy, lambda s: s.network_policy.enabled
+    ),
+    ChildKind("networking.k8s.io/v1", "Ingress", ingress, lambda s: s.ingress.enabled),
+    ChildKind(
         "inference.networking.k8s.io/v1",
         "InferencePool",
         inference_pool,
         lambda s: s.inference_pool.enabled,
     ),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute", http_route, lambda s: s.gateway.enabled),
-    (
+    ChildKind("gateway.networking.k8s.io/v1", "HTTPRoute", http_route, lambda s: s.gateway.enabled),
+    ChildKind(
         "monitoring.coreos.com/v1",
         "ServiceMonitor",
         service_monitor,
         lambda s: s.monitoring.service_monitor,
+        optional=True,  # the Prometheus Operator's CRD
     ),
 ]
+OPTIONAL_KINDS = frozenset(child.kind for child in CHILD_KINDS if child.optional)
 
 
 def desired_children(
@@ -57,7 +95,7 @@ def desired_children(
     (chosen by the reconciler when no GPU is free for one).
     """
     children = [
-        build(server, namespace, uid, spec) for _, _, build, wanted in CHILD_KINDS if wanted(spec)
+        child.build(server, namespace, uid, spec) for child in CHILD_KINDS if child.wanted(spec)
     ]
     if replace_one:
         children = [
@@ -71,14 +109,17 @@ def desired_children(
 
 def unwanted_kinds(spec: QwenModelServerSpec) -> list[tuple[str, str]]:
     """(apiVersion, kind) of children this spec does not want (to delete if present)."""
-    return [(api, kind) for api, kind, _, wanted in CHILD_KINDS if not wanted(spec)]
+    return [(child.api_version, child.kind) for child in CHILD_KINDS if not child.wanted(spec)]
 
 
 __all__ = [
     "CHILD_KINDS",
+    "OPTIONAL_KINDS",
+    "ChildKind",
     "child_labels",
     "desired_children",
     "owner_reference",
+    "plural",
     "selector_labels",
     "service_url",
     "unwanted_kinds",
