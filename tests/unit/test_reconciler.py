@@ -114,7 +114,7 @@ def setup(spec: dict[str, Any] = SPEC) -> tuple[Reconciler, FakeApi, Store, Cloc
 def reconcile(reconciler: Reconciler) -> bool:
     async def once() -> bool:
         ok = await reconciler.reconcile(KEY)
-        await asyncio.gather(*list(reconciler._events))
+        await asyncio.gather(*list(reconciler.announce.events))
         return ok
 
     return asyncio.run(once())
