@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from qms_runtime.api.errors import install_error_handlers
-from qms_runtime.api.middleware import RequestContextMiddleware
-from qms_runtime.api.openapi import install_openapi
-from qms_runtime.api.routes import router
+from qms_runtime.api.http.errors import install_error_handlers
+from qms_runtime.api.http.middleware import RequestContextMiddleware
+from qms_runtime.api.http.openapi import install_openapi
+from qms_runtime.api.http.routes import router
 from qms_runtime.lifecycle import ServerState, ServingFactory
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from qms_runtime.api.middleware import Connections
-from qms_runtime.api.prepared import TextModel
-from qms_runtime.api.serving import OpenAIServing
+from qms_runtime.api.http.middleware import Connections
+from qms_runtime.api.serve.prepared import TextModel
+from qms_runtime.api.serve.serving import OpenAIServing
 from qms_runtime.engine.backend import ModelBackend
 from qms_runtime.engine.batching import Engine, cb_config_kwargs
 from qms_runtime.engine.media_runner import OmniMedia, processor_kwargs

@@ -1,6 +1,6 @@
 """The leaf every other layer may use: what a generation is asked and answers, the
 backend protocol the API layer talks to, and the domain errors that layers below the
-API raise (the API layer alone turns them into HTTP statuses: api/errors.py).
+API raise (the API layer alone turns them into HTTP statuses: api/http/errors.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class GrammarSpec:
 @dataclass(frozen=True)
 class SamplingParams:
     """How one sequence is generated. A new sampling parameter is a field here, a field
-    of the request models (api/protocol.py) and its translation for the two engines
+    of the request models (api/request/protocol.py) and its translation for the two engines
     (engine/sampling.py: `cb_request_kwargs` and `generate_kwargs`; per-sequence
     controls in engine/controls.py)."""
 
@@ -140,7 +140,7 @@ class GenerationBackend(Protocol):
 @dataclass
 class MediaInputs:
     """Chat messages in the processor's format plus the decoded media, in prompt order
-    (api/media_parts.py decodes them with qms_runtime.media)."""
+    (api/request/media_parts.py decodes them with qms_runtime.media)."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     images: list[Any] = field(default_factory=list)  # PIL images

@@ -5,7 +5,7 @@ It answers every sequence with the same scripted token ids (cut at max_tokens, o
 the first end-of-sequence id unless ignore_eos), one token per chunk, and admits at
 most `capacity` sequences at once, like the engine's admission. Everything above the
 backend is the real thing: the app, routes, boundary, protocol, serving, the tiny
-model's real tokenizer and chat template, and api/events.py's event path. `FakeMedia`
+model's real tokenizer and chat template, and api/serve/events.py's event path. `FakeMedia`
 stands in for Qwen3-Omni's processor and speech (types.MediaBackend): the request's
 media are really decoded (qms_runtime.media) before it sees them.
 """
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 
-from qms_runtime.api.prepared import TextModel
-from qms_runtime.api.serving import OpenAIServing
+from qms_runtime.api.serve.prepared import TextModel
+from qms_runtime.api.serve.serving import OpenAIServing
 from qms_runtime.app import create_app
 from qms_runtime.finish import FinishReason
 from qms_runtime.metrics import RuntimeMetrics

@@ -1,6 +1,6 @@
 """The API layer in process, over a FAKE backend (fake_backend.py): no model, no
 subprocess. The real app, routes, boundary, protocol, serving, the tiny model's own
-tokenizer and chat template, and the one event path (api/events.py) run; the
+tokenizer and chat template, and the one event path (api/serve/events.py) run; the
 backend answers a scripted token sequence. The real-model tests stay as they are.
 """
 

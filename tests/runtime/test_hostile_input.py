@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from runtime_support import API_KEY, RuntimeServer, auth, metric_value, start_server
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from qms_runtime.api.protocol import ErrorResponse
+from qms_runtime.api.request.protocol import ErrorResponse
 
 pytestmark = pytest.mark.runtime
 

@@ -1,5 +1,6 @@
-"""The pure output parsers (api/tool_calls.py, api/reasoning.py): exact results, and the
-streaming parsers give the full parser's result for every split of the text."""
+"""The pure output parsers (api/output/tool_calls.py, api/output/reasoning.py): exact
+results, and the streaming parsers give the full parser's result for every split of the
+text."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qms_runtime.api.reasoning import ReasoningStream, split_reasoning
-from qms_runtime.api.tool_calls import ToolCall, ToolCallStream, parse_tool_calls
+from qms_runtime.api.output.reasoning import ReasoningStream, split_reasoning
+from qms_runtime.api.output.tool_calls import ToolCall, ToolCallStream, parse_tool_calls
 
 
 def _ids() -> Callable[[], str]:

@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest
-from qms_runtime.api.textstream import (
+from qms_runtime.api.output.textstream import (
     IncrementalDecoder,
     StopChecker,
     StreamDecoder,
     text_decoder,
 )
+from qms_runtime.api.request.protocol import ChatCompletionRequest, CompletionRequest
 from qms_runtime.models.checksums import ChecksumError, verify_model_dir, write_sha256sums
 from qms_runtime.models.loading import torch_supports_capability
 from qms_runtime.settings import RuntimeSettings, load_settings
@@ -280,7 +280,7 @@ def _handled(exc: Exception) -> tuple[int, bytes]:
     from fastapi import FastAPI
     from starlette.requests import Request
 
-    from qms_runtime.api.errors import install_error_handlers
+    from qms_runtime.api.http.errors import install_error_handlers
 
     app = FastAPI()
     install_error_handlers(app, retry_after=1)
@@ -293,7 +293,7 @@ def _handled(exc: Exception) -> tuple[int, bytes]:
 def test_error_bodies_render_whatever_the_message_holds() -> None:
     import json
 
-    from qms_runtime.api.errors import APIError
+    from qms_runtime.api.http.errors import APIError
 
     status, body = _handled(
         APIError(404, "no model '\ud800\x00'", param="mo\udfffdel", code="x\ud800")
@@ -313,7 +313,7 @@ def test_the_error_handler_cannot_raise() -> None:
 
     from starlette.exceptions import HTTPException
 
-    from qms_runtime.api.errors import LAST_RESORT
+    from qms_runtime.api.http.errors import LAST_RESORT
 
     class BadDetail:
         def __str__(self) -> str:
@@ -329,7 +329,7 @@ def test_the_error_handler_cannot_raise() -> None:
 
 
 def test_echo_escapes_and_caps() -> None:
-    from qms_runtime.api.errors import echo, safe_text
+    from qms_runtime.api.http.errors import echo, safe_text
 
     assert echo("gpt-5") == "'gpt-5'"
     assert echo("a\nb\x1b[0m\u202e") == "'a\\x0ab\\x1b[0m\\u202e'"

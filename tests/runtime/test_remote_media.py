@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from remote_support import SECRET_BODY, StubNetwork, media_files
 from runtime_support import RuntimeServer, start_server
 
-from qms_runtime.api.errors import APIError, to_api_error
+from qms_runtime.api.http.errors import APIError, to_api_error
 from qms_runtime.media.decode import IMAGE_MIME_TYPES, url_bytes
 from qms_runtime.media.remote import RemoteFetcher, address_class
 from qms_runtime.settings import RuntimeSettings, load_settings

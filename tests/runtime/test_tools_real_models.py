@@ -16,7 +16,7 @@ from media_support import image_part, png
 from runtime_support import ARCHS, RuntimeServer, start_server
 from test_chat_tools import HISTORY, TIME, WEATHER
 
-from qms_runtime.api.chat_output import OutputParsing, parse_message
+from qms_runtime.api.output.chat_output import OutputParsing, parse_message
 
 pytestmark = pytest.mark.runtime
 

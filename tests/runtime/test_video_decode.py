@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qms_runtime.api.errors import to_api_error
+from qms_runtime.api.http.errors import to_api_error
 from qms_runtime.media.video import MAX_FRAME_PIXELS, decode_video
 from qms_runtime.settings import RuntimeSettings
 from qms_runtime.types import MediaError

@@ -3,7 +3,7 @@ the connections still open without racing a client that sends on one of them."""
 
 from __future__ import annotations
 
-from qms_runtime.api.middleware import Connections
+from qms_runtime.api.http.middleware import Connections
 from qms_runtime.run import DRAIN_IDLE_SECONDS
 
 

@@ -13,7 +13,7 @@ between two of its steps (`Engine.pause`, transformers' `manager.pause()`), afte
 `media_step_interval` batch steps while text runs. So media and text interleave step by
 step: the batch keeps its requests and cache, neither waits for the other to finish,
 and per-call state the model keeps on itself is not shared (compat.isolate_rope_state).
-Its tokens go through the same event path as the batch's (api/events.py). `OmniMedia` is
+Its tokens go through the same event path as the batch's (api/serve/events.py). `OmniMedia` is
 the `types.MediaBackend` the API layer uses.
 """
 

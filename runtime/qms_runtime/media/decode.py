@@ -4,7 +4,7 @@ Every problem raises a `MediaError` that names it (param = the content part; the
 layer answers 400): corrupt base64, a mime type or audio format that is not accepted,
 an image over max_image_bytes, audio over max_audio_seconds, a video over its limits
 (video.py), remote URLs while they are off, undecodable bytes. Which parts of a chat
-request are media is the API layer's business (api/media_parts.py).
+request are media is the API layer's business (api/request/media_parts.py).
 """
 
 from __future__ import annotations

@@ -15,8 +15,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from qms_runtime.api.errors import bad_request
-from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, ResponseFormat
+from qms_runtime.api.http.errors import bad_request
+from qms_runtime.api.request.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ResponseFormat,
+)
 from qms_runtime.types import GrammarSpec, SamplingParams
 
 log = logging.getLogger(__name__)

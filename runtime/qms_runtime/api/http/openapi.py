@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from qms_runtime.api.protocol import (
+from qms_runtime.api.request.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,

@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from qms_runtime.api import content_parts, protocol
-from qms_runtime.api.content_parts import CONTENT_PART_TYPES
+from qms_runtime.api.request import content_parts, protocol
+from qms_runtime.api.request.content_parts import CONTENT_PART_TYPES
 from qms_runtime.quoting import MAX_ECHO_CHARS, echo, safe_text
 from qms_runtime.types import (
     EngineOverloaded,

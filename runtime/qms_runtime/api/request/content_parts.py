@@ -1,7 +1,7 @@
 """The content parts of a chat message, by `type`: OpenAI's (`text`, `image_url`,
 `input_audio`), vLLM's (`audio_url`, `video_url`) and Qwen's own spellings (`image`,
-`audio`, `video`). Any other type is a 400 naming it (api/errors.py); which parts a model
-takes is api/media_parts.py's business."""
+`audio`, `video`). Any other type is a 400 naming it (api/http/errors.py); which parts a model
+takes is api/request/media_parts.py's business."""
 
 from __future__ import annotations
 

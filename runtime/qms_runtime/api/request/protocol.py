@@ -3,7 +3,7 @@
 Nothing is silently ignored: every OpenAI field is declared, and is either honoured or
 refused with a 400 that names it (`REFUSED`, checked by `unsupported()`). Fields that
 are not OpenAI's (vendor extras: clients send more than any server implements) are
-kept in `model_extra`, accepted, and logged once per name (api/serving.py). vLLM's
+kept in `model_extra`, accepted, and logged once per name (api/serve/serving.py). vLLM's
 sampling extras (top_k, min_p, repetition_penalty, min_tokens, stop_token_ids, ...) are
 honoured under vLLM's names. docs/runtime.md lists every field.
 """
@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from qms_runtime.api.content_parts import ContentPart, MediaPart, TextPart
+from qms_runtime.api.request.content_parts import ContentPart, MediaPart, TextPart
 
 Number = Annotated[float, Field(strict=True)]
 MAX_N = 16
@@ -155,7 +155,7 @@ REFUSED_COMPLETION = {
 class GenerationRequest(BaseModel):
     """Fields shared by chat completions and completions. Sampling fields are None when
     the request omits them: the model's generation_config.json gives the default
-    (api/serving.py), else OpenAI's."""
+    (api/serve/serving.py), else OpenAI's."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -232,7 +232,7 @@ class GenerationRequest(BaseModel):
 
 class ChatPromptFields(BaseModel):
     """What renders a chat prompt, shared by chat completions and `/tokenize` with messages:
-    one road from these fields to the prompt's token ids (api/chat_render.py)."""
+    one road from these fields to the prompt's token ids (api/request/chat_render.py)."""
 
     model_config = ConfigDict(extra="ignore")
 

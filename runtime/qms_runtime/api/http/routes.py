@@ -15,11 +15,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from qms_runtime.api.boundary import parse_json_object, read_body
-from qms_runtime.api.errors import APIError, error_body, not_ready, to_api_error
-from qms_runtime.api.prepared import PreparedRequest
-from qms_runtime.api.protocol import ChatCompletionRequest, CompletionRequest, TokenizeChatRequest
-from qms_runtime.api.serving import OpenAIServing
+from qms_runtime.api.http.boundary import parse_json_object, read_body
+from qms_runtime.api.http.errors import APIError, error_body, not_ready, to_api_error
+from qms_runtime.api.request.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    TokenizeChatRequest,
+)
+from qms_runtime.api.serve.prepared import PreparedRequest
+from qms_runtime.api.serve.serving import OpenAIServing
 from qms_runtime.logs import request_id_var
 from qms_runtime.metrics import CONTENT_TYPE, RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings

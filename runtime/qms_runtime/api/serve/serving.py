@@ -14,32 +14,13 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from qms_runtime.api.chat_output import (
+from qms_runtime.api.http.errors import APIError, bad_request, echo, error_body, to_api_error
+from qms_runtime.api.output.chat_output import (
     ChatStream,
     parse_message,
 )
-from qms_runtime.api.chat_render import ChatRenderer, encode
-from qms_runtime.api.echo import Collected, EchoPlan, StreamLogprobs, finish_choices
-from qms_runtime.api.echo import prompt_texts as echo_texts
-from qms_runtime.api.errors import APIError, bad_request, echo, error_body, to_api_error
-from qms_runtime.api.events import generate_events
-from qms_runtime.api.interleave import ChoiceDelta, merge
-from qms_runtime.api.logprobs import token_decoder
-from qms_runtime.api.media_parts import check_speech
-from qms_runtime.api.prepared import PreparedRequest, TextModel
-from qms_runtime.api.protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    GenerationRequest,
-)
-from qms_runtime.api.request_params import (
-    check_grammar,
-    log_vendor_extras,
-    media_refused,
-    sampling_params,
-    with_tool_grammar,
-)
-from qms_runtime.api.responses import (
+from qms_runtime.api.output.logprobs import token_decoder
+from qms_runtime.api.output.responses import (
     SSE_DONE,
     ChoiceResult,
     Kind,
@@ -49,8 +30,27 @@ from qms_runtime.api.responses import (
     sse,
     usage_chunk,
 )
-from qms_runtime.api.textstream import StopChecker, text_decoder
-from qms_runtime.api.tokenization import Tokenization
+from qms_runtime.api.output.textstream import StopChecker, text_decoder
+from qms_runtime.api.request.chat_render import ChatRenderer, encode
+from qms_runtime.api.request.media_parts import check_speech
+from qms_runtime.api.request.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerationRequest,
+)
+from qms_runtime.api.request.request_params import (
+    check_grammar,
+    log_vendor_extras,
+    media_refused,
+    sampling_params,
+    with_tool_grammar,
+)
+from qms_runtime.api.serve.echo import Collected, EchoPlan, StreamLogprobs, finish_choices
+from qms_runtime.api.serve.echo import prompt_texts as echo_texts
+from qms_runtime.api.serve.events import generate_events
+from qms_runtime.api.serve.interleave import ChoiceDelta, merge
+from qms_runtime.api.serve.prepared import PreparedRequest, TextModel
+from qms_runtime.api.serve.tokenization import Tokenization
 from qms_runtime.finish import ECHO_ONLY, STOP_STRING, after_parsing
 from qms_runtime.media.decode import wav_bytes
 from qms_runtime.metrics import RuntimeMetrics

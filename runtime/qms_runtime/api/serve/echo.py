@@ -1,5 +1,5 @@
 """Log-probabilities and `echo` of a request's choices (between serving and the pure
-shaping of api/logprobs.py).
+shaping of api/output/logprobs.py).
 
 Generated tokens' log-probabilities come from the generation events when the engine
 produced them; when it did not (or with `echo`, whose prompt needs them too), one
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qms_runtime.api.logprobs import Decode, chat_logprobs, completion_logprobs
-from qms_runtime.api.responses import ChoiceResult, Kind
+from qms_runtime.api.output.logprobs import Decode, chat_logprobs, completion_logprobs
+from qms_runtime.api.output.responses import ChoiceResult, Kind
 from qms_runtime.types import GenerationBackend, TokenLogprob
 
 

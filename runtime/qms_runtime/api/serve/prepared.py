@@ -1,4 +1,4 @@
-"""What a request becomes before it runs (api/serving.py prepares it), and what serving
+"""What a request becomes before it runs (api/serve/serving.py prepares it), and what serving
 knows of the model."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from qms_runtime.api.chat_output import NO_PARSING, OutputParsing
-from qms_runtime.api.echo import EchoPlan
-from qms_runtime.api.responses import ResponseMeta
+from qms_runtime.api.output.chat_output import NO_PARSING, OutputParsing
+from qms_runtime.api.output.responses import ResponseMeta
+from qms_runtime.api.serve.echo import EchoPlan
 from qms_runtime.types import SamplingParams
 
 
@@ -27,7 +27,7 @@ class PreparedRequest:
     media_inputs: Any = None  # processor inputs: runs on the media path, not in the CB batch
     voice: str | None = None  # speech out with this voice
     parsing: OutputParsing = NO_PARSING  # chat: reasoning and tool calls parsed out
-    echo: EchoPlan | None = None  # logprobs and/or echo asked for (api/echo.py)
+    echo: EchoPlan | None = None  # logprobs and/or echo asked for (api/serve/echo.py)
 
     @property
     def sequences(self) -> int:

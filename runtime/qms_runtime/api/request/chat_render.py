@@ -9,7 +9,8 @@ from typing import Any
 
 import jinja2
 
-from qms_runtime.api.chat_input import (
+from qms_runtime.api.http.errors import bad_request
+from qms_runtime.api.request.chat_input import (
     RenderedChat,
     chat_prompt,
     check_tool_choice,
@@ -17,9 +18,8 @@ from qms_runtime.api.chat_input import (
     template_kwargs,
     tool_grammar,
 )
-from qms_runtime.api.errors import bad_request
-from qms_runtime.api.media_parts import first_media_part, parse_media
-from qms_runtime.api.protocol import ChatPromptFields
+from qms_runtime.api.request.media_parts import first_media_part, parse_media
+from qms_runtime.api.request.protocol import ChatPromptFields
 from qms_runtime.settings import RuntimeSettings
 from qms_runtime.types import MediaBackend
 

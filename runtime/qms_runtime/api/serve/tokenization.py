@@ -6,8 +6,8 @@
   "add_special_tokens"}`, either with `return_token_strs`
   -> `{"count", "max_model_len", "tokens", "token_strs"}`. Messages take every shape a
   chat request takes (tool calls, reasoning, media parts on Qwen3-Omni) and go through
-  the chat request's own rendering (`ChatRenderer.render` (api/chat_render.py)), so `count` is the
-  `usage.prompt_tokens` a chat request with the same fields reports;
+  the chat request's own rendering (`ChatRenderer.render`, api/request/chat_render.py),
+  so `count` is the `usage.prompt_tokens` a chat request with the same fields reports;
 - detokenize: `{"tokens"}` -> `{"prompt"}`.
 """
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qms_runtime.api.chat_input import RenderedChat
-from qms_runtime.api.errors import APIError, bad_request, echo
-from qms_runtime.api.protocol import (
+from qms_runtime.api.http.errors import APIError, bad_request, echo
+from qms_runtime.api.request.chat_input import RenderedChat
+from qms_runtime.api.request.protocol import (
     DetokenizeRequest,
     TokenizeChatRequest,
     TokenizeCompletionRequest,

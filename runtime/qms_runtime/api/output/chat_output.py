@@ -1,6 +1,6 @@
 """A chat choice's generated text as an OpenAI message: the thinking as
-`reasoning_content` (api/reasoning.py), Hermes tool calls as `tool_calls` with
-`finish_reason` "tool_calls" (api/tool_calls.py), `content` without them (null when
+`reasoning_content` (api/output/reasoning.py), Hermes tool calls as `tool_calls` with
+`finish_reason` "tool_calls" (api/output/tool_calls.py), `content` without them (null when
 there are only tool calls). Full responses parse the whole text; streams pass each
 text delta through the same two parsers, in that order."""
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from qms_runtime.api.reasoning import ReasoningStream, split_reasoning
-from qms_runtime.api.responses import ResponseMeta, delta_chunk
-from qms_runtime.api.tool_calls import ToolCallStream, parse_tool_calls
+from qms_runtime.api.output.reasoning import ReasoningStream, split_reasoning
+from qms_runtime.api.output.responses import ResponseMeta, delta_chunk
+from qms_runtime.api.output.tool_calls import ToolCallStream, parse_tool_calls
 from qms_runtime.finish import FinishReason, after_parsing
 
 

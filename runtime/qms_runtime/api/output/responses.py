@@ -18,9 +18,9 @@ class ChoiceResult:
     token_ids: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     audio: dict[str, Any] | None = None  # speech out: {id, data (base64 WAV), transcript, ...}
-    # Parsed out of `text` (api/chat_output.py): content, reasoning_content, tool_calls.
+    # Parsed out of `text` (api/output/chat_output.py): content, reasoning_content, tool_calls.
     message: dict[str, Any] | None = None
-    logprobs: dict[str, Any] | None = None  # shaped by api/logprobs.py
+    logprobs: dict[str, Any] | None = None  # shaped by api/output/logprobs.py
 
 
 @dataclass(frozen=True)

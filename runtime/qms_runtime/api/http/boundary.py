@@ -24,7 +24,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from qms_runtime.api.errors import APIError, bad_request, echo
+from qms_runtime.api.http.errors import APIError, bad_request, echo
 
 MAX_JSON_DEPTH = 32
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

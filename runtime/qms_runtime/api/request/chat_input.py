@@ -1,7 +1,7 @@
 """A chat request's prompt side: the messages as the chat template reads them (tool calls,
 tool results and reasoning kept), `tools` and `chat_template_kwargs` passed to the
 template, the tool-call grammar for `tool_choice` "required" or a named function, and
-how the output is to be parsed (api/chat_output.py)."""
+how the output is to be parsed (api/output/chat_output.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from qms_runtime.api.chat_output import OutputParsing
-from qms_runtime.api.errors import bad_request, echo
-from qms_runtime.api.protocol import ChatMessage, ChatPromptFields, NamedToolChoice
-from qms_runtime.api.reasoning import START as THINK_START
+from qms_runtime.api.http.errors import bad_request, echo
+from qms_runtime.api.output.chat_output import OutputParsing
+from qms_runtime.api.output.reasoning import START as THINK_START
+from qms_runtime.api.request.protocol import ChatMessage, ChatPromptFields, NamedToolChoice
 from qms_runtime.types import GrammarSpec
 
 

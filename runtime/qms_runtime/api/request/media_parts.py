@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from qms_runtime.api.chat_input import message_extras
-from qms_runtime.api.content_parts import (
+from qms_runtime.api.http.errors import bad_request, echo
+from qms_runtime.api.request.chat_input import message_extras
+from qms_runtime.api.request.content_parts import (
     AudioPart,
     AudioURLPart,
     ImagePart,
@@ -18,8 +19,7 @@ from qms_runtime.api.content_parts import (
     TextPart,
     VideoURLPart,
 )
-from qms_runtime.api.errors import bad_request, echo
-from qms_runtime.api.protocol import ChatCompletionRequest, ChatMessage
+from qms_runtime.api.request.protocol import ChatCompletionRequest, ChatMessage
 from qms_runtime.media.decode import (
     decode_audio,
     decode_audio_url,
