@@ -19,8 +19,10 @@ def apply(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj))
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for c in obj.get("status", {}).get("conditions", []):
-        if c["type"] == type_:
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    """The condition of that type in an object's status; {} when it has none (or there
+    is no object): the one helper every e2e module uses."""
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == kind:
             return dict(c)
-    return None
+    return {}

@@ -5,6 +5,12 @@ reuses the control plane already up in $QMS_CLUSTER_DIR (default
 ~/.cache/qms/cluster) and leaves it running, or starts one (in a private temp
 directory when QMS_CLUSTER_DIR is unset) and takes it down at the end; it sets
 KUBECONFIG. ``namespace`` gives each test its own namespace.
+
+The operator modules share three fixtures, defined here once: ``crd`` (the
+QwenModelServer CRD; a module that needs more CRDs overrides it), ``op`` (an operator
+process for the module's namespaces, ``NAMESPACE_PREFIX`` + "*", with the module's
+``OPERATOR_ARGS``, default a 5 s resync) and ``ns`` (a fresh namespace with that prefix
+for each test).
 Tests skip only where the binaries cannot exist (no Go toolchain, ...).
 """
 
@@ -19,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from operator_helpers import Operator, fresh_namespace, install_crd, operator
 
 import qms_cluster
 from qms_cluster import Cluster, build
@@ -106,3 +113,32 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture(scope="module")
+def crd(cluster: Cluster) -> None:
+    """The QwenModelServer CRD, installed and Established."""
+    install_crd(cluster)
+
+
+@pytest.fixture(scope="module")
+def op(
+    cluster: Cluster,
+    crd: None,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Operator]:
+    """A `qms-operator run` for the module's namespaces, with the module's arguments."""
+    prefix = request.module.NAMESPACE_PREFIX
+    args = getattr(request.module, "OPERATOR_ARGS", ("--resync-seconds=5",))
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with operator(cluster, [f"{prefix}*"], *args, log=log) as running:
+        yield running
+
+
+@pytest.fixture
+def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace the module's operator watches."""
+    prefix = request.module.NAMESPACE_PREFIX
+    with fresh_namespace(cluster, namespace_name(prefix + request.node.name)) as name:
+        yield name

@@ -4,10 +4,13 @@ operator process and the polling are qms_testkit's, re-exported here)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from cluster_helpers import condition as condition
 
 from qms_cluster import Cluster
 from qms_testkit.net import free_port as free_port
@@ -83,13 +86,6 @@ def items(cluster: Cluster, kind: str, namespace: str, selector: str = "") -> li
     return found
 
 
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    for cond in ((obj or {}).get("status") or {}).get("conditions", []):
-        if cond["type"] == kind:
-            return dict(cond)
-    return {}
-
-
 def patch_spec(cluster: Cluster, name: str, namespace: str, spec: dict[str, Any]) -> None:
     """Merge-patch a QwenModelServer's spec, as a user would."""
     body = json.dumps({"spec": spec})
@@ -109,3 +105,17 @@ def is_ready(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | No
     if ready.get("status") == "True" and obj["status"].get("observedGeneration") == gen:
         return obj
     return None
+
+
+def quiet_writes(op: Operator, kind: str, quiet: float = 3.0, timeout: float = 30) -> int:
+    """The operator's write count for kind once it has not changed for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = op.writes(kind), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = op.writes(kind)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return last
+    raise AssertionError(f"{kind} writes did not settle within {timeout:g}s (last {last})")

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import openai
+from cluster_helpers import condition as condition
 
 from qms_cluster import Cluster
 
@@ -71,13 +72,6 @@ def ready_pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str
         if conds.get("Ready") == "True" and not p["metadata"].get("deletionTimestamp"):
             out.append(p)
     return out
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    for c in obj.get("status", {}).get("conditions", []):
-        if c["type"] == kind:
-            return dict(c)
-    return None
 
 
 def exec_in(

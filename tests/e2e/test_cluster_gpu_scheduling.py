@@ -56,7 +56,7 @@ def gpu_pod_spec(gpus: int, *, h200_only: bool, tolerate_spot: bool = False) -> 
 def is_running_ready(pod: dict[str, Any]) -> bool:
     ready = condition(pod, "Ready")
     running = pod["status"].get("phase") == "Running"
-    return running and ready is not None and ready["status"] == "True"
+    return running and ready.get("status") == "True"
 
 
 def test_get_nodes_lists_fake_nodes_with_gpu_capacity(cluster: Cluster) -> None:
@@ -100,7 +100,7 @@ def test_get_nodes_lists_fake_nodes_with_gpu_capacity(cluster: Cluster) -> None:
         assert n["status"]["allocatable"] == want
         assert n["spec"].get("taints") == taints
         ready = condition(n, "Ready")
-        assert ready is not None and ready["status"] == "True"
+        assert ready.get("status") == "True"
 
 
 def test_gpu_deployment_runs_on_h200_nodes_only_never_on_spot(
@@ -144,7 +144,7 @@ def test_gpu_deployment_runs_on_h200_nodes_only_never_on_spot(
     (pending,) = [p for p in pods if not p["spec"].get("nodeName")]
     assert pending["status"]["phase"] == "Pending"
     sched = condition(pending, "PodScheduled")
-    assert sched is not None
+    assert sched
     assert (sched["status"], sched["reason"]) == ("False", "Unschedulable")
     assert sched["message"] == (
         "0/6 nodes are available: 1 node(s) had untolerated taint(s), "

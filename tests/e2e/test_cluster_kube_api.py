@@ -84,7 +84,7 @@ def test_crd_cel_rule_rejects_breaking_object(cluster: Cluster, namespace: str) 
         # (kubectl wait errors out while the new CRD has no conditions yet)
         def established() -> bool:
             c = condition(get_json(cluster, "crd", f"widgets.{group}"), "Established")
-            return c is not None and c["status"] == "True"
+            return c.get("status") == "True"
 
         wait_for("the CRD to be Established", established, TIMEOUT)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,12 @@ from operator_helpers import (
     Operator,
     apply_yaml,
     condition,
-    fresh_namespace,
     get,
-    install_crd,
     is_ready,
     items,
     operator,
     patch_spec,
+    quiet_writes,
     wait_for,
 )
 
@@ -32,6 +30,8 @@ from qms_operator.builders import desired_children
 from qms_operator.diff import differences
 from qms_operator.spec import parse_spec
 from qms_testdata import invalid_cases
+
+NAMESPACE_PREFIX = "op-"  # the operator fixture watches these (conftest.py)
 
 SEED = (ROOT / "deploy/examples/seed-faithful.yaml").read_text()
 SMALL = """
@@ -63,24 +63,6 @@ spec:
   volumeName: weights-NS
   resources: {requests: {storage: 100Gi}}
 """
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: Cluster) -> None:
-    install_crd(cluster)
-
-
-@pytest.fixture(scope="module")
-def op(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with operator(cluster, ["op-*"], "--resync-seconds=5", log=log) as running:
-        yield running
-
-
-@pytest.fixture
-def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    with fresh_namespace(cluster, namespace_name("op-" + request.node.name)) as name:
-        yield name
 
 
 def seed(cluster: Cluster, ns: str) -> dict[str, Any]:
@@ -247,20 +229,6 @@ def test_invalid_corpus_is_refused_by_the_api_server(
     assert res.returncode != 0, f"{case.id} was accepted"
     assert case.field in res.stderr
     assert case.message in res.stderr
-
-
-def quiet_writes(op: Operator, kind: str, quiet: float = 3.0, timeout: float = 30) -> int:
-    """The operator's write count for kind once it has not changed for `quiet` seconds."""
-    deadline = time.monotonic() + timeout
-    last, since = op.writes(kind), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        now = op.writes(kind)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return last
-    raise AssertionError(f"{kind} writes did not settle within {timeout:g}s (last {last})")
 
 
 def test_drift_is_repaired_and_foreign_fields_are_left_alone(

@@ -6,7 +6,6 @@ and removed."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,19 +13,18 @@ import yaml
 from operator_helpers import (
     Operator,
     apply_yaml,
-    fresh_namespace,
     get,
     install_crd,
     is_ready,
-    operator,
     patch_spec,
     wait_for,
 )
 
-from conftest import namespace_name
 from qms_cluster import Cluster, crds
 from qms_operator.builders import desired_children
 from qms_operator.spec import parse_spec
+
+NAMESPACE_PREFIX = "gw-"  # the operator fixture watches these (conftest.py)
 
 SERVER = """
 apiVersion: serving.qms.io/v1alpha1
@@ -50,19 +48,6 @@ POOL = "inferencepool.inference.networking.k8s.io"
 def crd(cluster: Cluster) -> None:
     install_crd(cluster)
     crds.install(cluster)
-
-
-@pytest.fixture(scope="module")
-def op(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with operator(cluster, ["gw-*"], "--resync-seconds=5", log=log) as running:
-        yield running
-
-
-@pytest.fixture
-def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    with fresh_namespace(cluster, namespace_name("gw-" + request.node.name)) as name:
-        yield name
 
 
 def built(cluster: Cluster, ns: str) -> dict[str, dict[str, Any]]:

@@ -5,25 +5,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import yaml
 from operator_helpers import (
     ROOT,
     Operator,
     apply_yaml,
-    fresh_namespace,
     get,
-    install_crd,
     is_ready,
-    operator,
+    quiet_writes,
     wait_for,
 )
 
-from conftest import namespace_name
 from qms_cluster import Cluster
+
+NAMESPACE_PREFIX = "scale-"  # the operator fixture watches these (conftest.py)
 
 SERVER = """
 apiVersion: serving.qms.io/v1alpha1
@@ -37,24 +34,6 @@ spec:
 SELECTOR = "app.kubernetes.io/name=qms-runtime,app.kubernetes.io/instance=small"
 KEDA = yaml.safe_load((ROOT / "deploy/monitoring/keda/scaledobject.yaml").read_text())
 REFUSED = "replicas cannot change while autoscaling.enabled is true"
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: Cluster) -> None:
-    install_crd(cluster)
-
-
-@pytest.fixture(scope="module")
-def op(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with operator(cluster, ["scale-*"], "--resync-seconds=5", log=log) as running:
-        yield running
-
-
-@pytest.fixture
-def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    with fresh_namespace(cluster, namespace_name("scale-" + request.node.name)) as name:
-        yield name
 
 
 def scale_of(cluster: Cluster, ns: str, name: str = "small") -> dict[str, Any]:
@@ -73,20 +52,6 @@ def ready_with(cluster: Cluster, ns: str, replicas: int) -> dict[str, Any] | Non
     if obj and obj["status"]["ready"] == f"{replicas}/{replicas}":
         return obj
     return None
-
-
-def quiet_writes(op: Operator, kind: str, quiet: float = 3.0, timeout: float = 30) -> int:
-    """The operator's write count for kind once it has not changed for `quiet` seconds."""
-    deadline = time.monotonic() + timeout
-    last, since = op.writes(kind), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        now = op.writes(kind)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return last
-    raise AssertionError(f"{kind} writes did not settle within {timeout:g}s (last {last})")
 
 
 def test_kubectl_scale_sets_the_deployment_and_the_scale_status(

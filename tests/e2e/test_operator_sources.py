@@ -4,25 +4,21 @@ image volume (KEP-4639; the local API server runs with the ImageVolume gate on).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
 from operator_helpers import (
     Operator,
     apply_yaml,
-    fresh_namespace,
     get,
-    install_crd,
     is_ready,
-    operator,
     wait_for,
 )
 
-from conftest import namespace_name
 from qms_cluster import Cluster
 from qms_operator.builders import desired_children
 from qms_operator.diff import differences
 from qms_operator.spec import parse_spec
+
+NAMESPACE_PREFIX = "src-"  # the operator fixture watches these (conftest.py)
 
 REFERENCE = "ghcr.io/acme/qwen3-weights@sha256:" + "b" * 64
 SERVER = f"""
@@ -36,24 +32,6 @@ spec:
   resources: {{requests: {{cpu: "1", memory: 1Gi}}, limits: {{cpu: "1", memory: 1Gi}},
               gpu: {{count: 0}}}}
 """
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: Cluster) -> None:
-    install_crd(cluster)
-
-
-@pytest.fixture(scope="module")
-def op(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with operator(cluster, ["src-*"], "--resync-seconds=5", log=log) as running:
-        yield running
-
-
-@pytest.fixture
-def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    with fresh_namespace(cluster, namespace_name("src-" + request.node.name)) as name:
-        yield name
 
 
 def test_weights_from_an_oci_image_are_mounted_as_an_image_volume(

@@ -21,16 +21,13 @@ import service_monitor_crd
 from operator_helpers import (
     Operator,
     apply_yaml,
-    fresh_namespace,
     get,
     install_crd,
     is_ready,
     items,
-    operator,
     wait_for,
 )
 
-from conftest import namespace_name
 from qms_cluster import Cluster
 
 SERVER = """
@@ -51,23 +48,19 @@ CHECKSUM = (
 NO_SPACE = "cannot write the compile cache: [Errno 28] No space left on device: '/tmp/qms'"
 
 
+NAMESPACE_PREFIX = "watch-"  # the operator fixture watches these (conftest.py)
+# A resync 10 minutes away: what is repaired here was repaired on an event.
+OPERATOR_ARGS = ("--resync-seconds=600",)
+
+
 @pytest.fixture(scope="module")
-def op(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+def crd(cluster: Cluster) -> Iterator[None]:
     install_crd(cluster)
     service_monitor_crd.install(cluster)  # served before the operator starts
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
     try:
-        # A resync 10 minutes away: what is repaired here was repaired on an event.
-        with operator(cluster, ["watch-*"], "--resync-seconds=600", log=log) as running:
-            yield running
+        yield
     finally:
         service_monitor_crd.remove(cluster)
-
-
-@pytest.fixture
-def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    with fresh_namespace(cluster, namespace_name("watch-" + request.node.name)) as name:
-        yield name
 
 
 def server(cluster: Cluster, ns: str, name: str, monitor: bool) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def test_real_node_runs_beside_the_kwok_nodes(real: tuple[Cluster, dict[str, set
         {"key": node.TAINT_KEY, "value": "true", "effect": "NoSchedule"}
     ]
     assert {"type": "InternalIP", "address": node.HOST_IP} in real_node["status"]["addresses"]
-    assert condition(real_node, "Ready")["status"] == "True"  # type: ignore[index]
+    assert condition(real_node, "Ready")["status"] == "True"
     assert "nvidia.com/gpu" not in real_node["status"]["capacity"]  # a CPU node
     # The kwok nodes are still played by kwok.
     assert all(
@@ -190,13 +190,13 @@ def test_modelserver_serves_from_a_real_pod(serving: tuple[Cluster, str]) -> Non
     server = kube_json(c, "get", "qms", SERVER, "-n", NS)
     running = ready_pods(c, NS, SELECTOR)
     assert len(running) == 2
-    ready_at = max(condition(p, "Ready")["lastTransitionTime"] for p in running)  # type: ignore[index]
+    ready_at = max(condition(p, "Ready")["lastTransitionTime"] for p in running)
     # Ready only once the pods' readiness probes (/ready: loaded, warmed up) passed.
-    assert condition(server, "Ready")["lastTransitionTime"] >= ready_at  # type: ignore[index]
+    assert condition(server, "Ready")["lastTransitionTime"] >= ready_at
     assert server["status"]["readyReplicas"] == 2
     for p in running:  # a figure for the notes, not a pass/fail criterion
         created = datetime.fromisoformat(p["metadata"]["creationTimestamp"])
-        ready = datetime.fromisoformat(condition(p, "Ready")["lastTransitionTime"])  # type: ignore[index]
+        ready = datetime.fromisoformat(condition(p, "Ready")["lastTransitionTime"])
         print(f"\n{p['metadata']['name']}: created to Ready in {(ready - created).seconds}s")
     pod = running[0]
     (status,) = pod["status"]["containerStatuses"]
