@@ -84,7 +84,7 @@ echo "== promtool test rules (tests/monitoring/)"
 #  CKV_DOCKER_7 "base image with a non-latest tag": the bases are the BASE_IMAGE
 #              build argument (a local base replaces them where no registry is
 #              reachable), which checkov does not resolve; the defaults' pinned
-#              tags are asserted by tests/unit/test_dockerfiles.py.
+#              tags are asserted by tests/repo/test_dockerfiles.py.
 SKIP=${QMS_CHECKOV_SKIP-CKV_K8S_43,CKV_K8S_38,CKV_K8S_15,CKV_DOCKER_7}
 
 run_checkov() {

@@ -5,7 +5,7 @@ A fresh machine of the CI kind has a minimal Debian system, Python, Go and git
 (``BASE`` below) and nothing of what the local cluster and the images need. Each
 user of a tool asks :func:`ensure` for the commands it is about to run; what is
 missing is installed with apt (as root, with progress on stderr) or named in one
-line with the ``apt-get install`` that would bring it. ``tests/unit/
+line with the ``apt-get install`` that would bring it. ``tests/repo/
 test_machine_packages.py`` reads the commands the code runs and fails when one is
 neither declared here nor part of ``BASE``.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from qms_operator.builders.pod import spec_hash
 from qms_operator.spec import QwenModelServerSpec, parse_spec
 from qms_testdata import ROOT, load_yaml
 
+HERE = Path(__file__).resolve().parent
 SEED = load_yaml(ROOT / "deploy" / "examples" / "seed-faithful.yaml")
 MINIMAL = {"model": {"name": "qwen3-small", "source": {"imagePath": "/models/q"}}}
 
@@ -33,9 +35,7 @@ def with_(base: dict[str, Any], **parts: Any) -> dict[str, Any]:
 
 
 def test_seed_example_gives_exactly_the_expected_children() -> None:
-    expected = list(
-        yaml.safe_load_all((ROOT / "tests/unit/fixtures/seed-faithful-children.yaml").read_text())
-    )
+    expected = list(yaml.safe_load_all((HERE / "fixtures/seed-faithful-children.yaml").read_text()))
     actual = desired_children("qwen3-omni", "models", "uid-1", parse_spec(SEED["spec"]))
     assert [c["kind"] for c in actual] == [
         "Service",

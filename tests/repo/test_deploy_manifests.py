@@ -114,7 +114,7 @@ def test_every_yaml_under_deploy_is_checked() -> None:
     for f in [*FILES, "deploy/examples"]:
         p = ROOT / f
         covered |= set(p.glob("*.yaml")) if p.is_dir() else {p}
-    # Argo CD health cases: run by tests/unit/test_argo_health.py.
+    # Argo CD health cases: run by tests/repo/test_argo_health.py.
     covered |= set((ROOT / "deploy/argocd/serving.qms.io").rglob("*.yaml"))
     # Helm values, not a Kubernetes object: test_monitoring_rules_and_adapter.
     covered.add(ROOT / "deploy/monitoring/prometheus-adapter-values.yaml")
