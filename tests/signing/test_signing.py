@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from qms_cluster import signing
+from qms_cluster.registry import DIRECT
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_POLICY = "qms-local-images-signed"
@@ -48,7 +49,7 @@ def sig_tag(digest: str) -> str:
 
 def http(reg: signing.LocalRegistry, method: str, path: str, body: bytes = b"", **h: str) -> Any:
     req = urllib.request.Request(reg.url(path), data=body or None, method=method, headers=h)
-    with signing._DIRECT.open(req, timeout=10) as r:
+    with DIRECT.open(req, timeout=10) as r:
         return r.read()
 
 

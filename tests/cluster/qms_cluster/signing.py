@@ -29,7 +29,6 @@ signed digest is the one ``ctr images import`` of the same archive reports.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import hashlib
@@ -41,18 +40,17 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import build
 from .oci import OCI_MANIFEST, tiny_image, write_image
-
-Log = Callable[[str], None]
+from .registry import LocalRegistry as LocalRegistry
+from .registry import Log as Log
+from .registry import _quiet
+from .registry import tool_env as _env
 
 KEY_PREFIX = "cosign"  # cosign generate-key-pair writes cosign.key and cosign.pub
 # The SubjectPublicKeyInfo prefix of every ECDSA P-256 key (id-ecPublicKey, prime256v1).
@@ -66,14 +64,6 @@ SIGN_FLAGS = (
 )
 VERIFY_FLAGS = ("--insecure-ignore-tlog=true",)
 KIND_IMAGE = "dev.cosignproject.cosign/image"  # cosign save's annotation in index.json
-
-
-# Loopback only: never through a proxy named in the environment.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 class SigningError(RuntimeError):
@@ -106,15 +96,6 @@ class SignedImage:
     digest: str  # sha256:... of the signed manifest (or index)
     layout: Path  # OCI layout with the image and its signature (cosign save)
     reference: str  # where it was signed: 127.0.0.1:PORT/REPO@DIGEST (gone with the registry)
-
-
-def _env(password: str = "") -> dict[str, str]:
-    env = dict(os.environ, COSIGN_PASSWORD=password)
-    # Nothing of the public Sigstore instance is used; keep any TUF cache out of $HOME.
-    env.setdefault("TUF_ROOT", str(Path(tempfile.gettempdir()) / "qms-cosign-tuf"))
-    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        env.pop(proxy, None)  # loopback only
-    return env
 
 
 def _run(
@@ -197,72 +178,6 @@ def policy_with_key(policy: Path, public_key: Path) -> str:
     if not _PLACEHOLDER_PEM.search(text):
         raise ValueError(f"{policy} has no {PLACEHOLDER} key to fill in")
     return _PLACEHOLDER_PEM.sub(lambda m: "\n".join(m["indent"] + ln for ln in lines), text)
-
-
-# --- a registry on loopback -------------------------------------------------------------
-
-
-class LocalRegistry:
-    """``crane registry serve`` on 127.0.0.1 with a free port; removed with all it held on exit.
-
-    Manifests are kept in memory, blobs in a temporary directory.
-    """
-
-    def __init__(self, log: Log = _quiet) -> None:
-        self._log = log
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self.host = ""
-
-    def __enter__(self) -> LocalRegistry:
-        self._dir = tempfile.TemporaryDirectory(prefix="qms-registry-")
-        logfile = Path(self._dir.name) / "registry.log"
-        blobs = Path(self._dir.name) / "blobs"  # on disk: a runtime image is gigabytes
-        blobs.mkdir()
-        argv = [str(build.binary("crane")), "registry", "serve", "--address", "127.0.0.1:0"]
-        argv += ["--disk", str(blobs)]
-        self._log("$ " + shlex.join(["crane", *argv[1:]]))
-        with logfile.open("wb") as out:
-            self._proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_env()
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            m = re.search(rb"serving on port (\d+)", logfile.read_bytes())
-            if m:
-                self.host = f"127.0.0.1:{int(m.group(1))}"
-                if self._ping():
-                    self._log(f"registry on {self.host}")
-                    return self
-            if self._proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        text = logfile.read_text(errors="replace")
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"crane registry did not start on 127.0.0.1:\n{text}")
-
-    def _ping(self) -> bool:
-        try:
-            with _DIRECT.open(f"http://{self.host}/v2/", timeout=2) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def __exit__(self, *_: object) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def url(self, path: str) -> str:
-        return f"http://{self.host}{path}"
 
 
 # --- images -----------------------------------------------------------------------------
@@ -416,92 +331,11 @@ def sign_archive(
     return SignedImage(digest=digest, layout=out, reference=ref)
 
 
-# --- CLI: python -m qms_cluster.signing keygen | sign | verify | tiny-image ----------------
-
-
-def add_commands(sub: Any) -> None:
-    """Add ``keygen``, ``sign``, ``verify`` and ``tiny-image`` to an argparse subparsers.
-
-    Each sets ``run`` (a function of the parsed namespace, returning the exit code).
-    """
-    p = sub.add_parser("keygen", help="make a cosign key pair in a directory (kept if present)")
-    p.add_argument("--key-dir", type=Path, required=True)
-    p.set_defaults(run=_cmd_keygen)
-    p = sub.add_parser(
-        "sign",
-        help="sign an OCI image archive (loopback registry) and save it signed as an OCI layout",
-    )
-    p.add_argument("archive", type=Path, help="OCI layout dir, OCI archive tar or docker save tar")
-    p.add_argument("--key-dir", type=Path, required=True, help="key pair here, made if absent")
-    p.add_argument(
-        "--out", type=Path, required=True, help="OCI layout to write (image + signature)"
-    )
-    p.add_argument("--repository", default="qms/image", help="repository name in the registry")
-    p.add_argument("--tag", default="latest")
-    p.set_defaults(run=_cmd_sign)
-    p = sub.add_parser(
-        "verify", help="verify a signed OCI layout (from `sign`) offline with a public key"
-    )
-    p.add_argument("layout", type=Path)
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--key-dir", type=Path, help="directory holding cosign.pub")
-    group.add_argument("--key", type=Path, help="a public key file")
-    p.set_defaults(run=_cmd_verify)
-    p = sub.add_parser("tiny-image", help="write a tiny one-file OCI archive (for trying this out)")
-    p.add_argument("path", type=Path)
-    p.add_argument("--text", default="hello from qms\n", help="content of /hello.txt")
-    p.set_defaults(run=_cmd_tiny_image)
-
-
-def _stderr(msg: str) -> None:
-    print(f"qms-cluster: {msg}", file=sys.stderr, flush=True)
-
-
-def _cmd_keygen(args: argparse.Namespace) -> int:
-    ensure_tools(_stderr)
-    kp = key_pair(args.key_dir, log=_stderr)
-    print(kp.public_key)
-    return 0
-
-
-def _cmd_sign(args: argparse.Namespace) -> int:
-    ensure_tools(_stderr)
-    kp = key_pair(args.key_dir, log=_stderr)
-    s = sign_archive(args.archive, kp, args.out, args.repository, args.tag, log=_stderr)
-    print(s.digest)
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    ensure_tools(_stderr)
-    pub = args.key if args.key else args.key_dir / f"{KEY_PREFIX}.pub"
-    try:
-        digest = verify_layout(args.layout, pub, log=_stderr)
-    except VerificationError as e:
-        print(f"qms-cluster: verification FAILED: {e.message}", file=sys.stderr)
-        return 1
-    print(f"Verified OK: {digest}")
-    return 0
-
-
-def _cmd_tiny_image(args: argparse.Namespace) -> int:
-    print(tiny_image(args.path, {"hello.txt": args.text.encode()}))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m qms_cluster.signing",
-        description=f"Sign and verify OCI images offline with cosign {build.COSIGN_VERSION} "
-        "(a registry on 127.0.0.1 while signing). See docs/signing.md.",
-    )
-    add_commands(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
-    try:
-        return int(args.run(args))
-    except (RuntimeError, ValueError, OSError) as e:
-        print(f"qms-cluster: error: {e}", file=sys.stderr)
-        return 1
+    """The command line (signing_cli.py)."""
+    from .signing_cli import run
+
+    return run(argv)
 
 
 __all__ = [
