@@ -5,7 +5,7 @@ elsewhere): readiness turns false at once; requests still arriving on kept-alive
 connections are answered, with `Connection: close`, so each client's next request
 opens a connection to another pod. When no request is in progress and every open
 connection has been idle longer than a client pool keeps an idle connection
-(DRAIN_IDLE_SECONDS), or `drain_timeout_seconds` passed, uvicorn shuts down and the
+(`drain_idle_seconds`, default 6), or `drain_timeout_seconds` passed, uvicorn shuts down and the
 process exits 0, its termination message saying how many requests it drained. A
 second SIGTERM or a SIGINT stops at once. A model that cannot be loaded (it does not
 fit, checksum mismatch, no model directory, ...) stops the process with exit code 1,
@@ -26,12 +26,10 @@ import uvicorn
 from qms_runtime.app import create_app
 from qms_runtime.lifecycle import ServerState
 from qms_runtime.logs import write_termination_message
+from qms_runtime.settings import DRAIN_IDLE_SECONDS as DRAIN_IDLE_SECONDS
 from qms_runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
-# Longer than the idle expiry of the pools clients use (httpx and the openai client: 5 s),
-# so that closing a connection idle this long cannot race a request sent on it.
-DRAIN_IDLE_SECONDS = 6.0
 
 
 class DrainingServer(uvicorn.Server):
@@ -84,7 +82,7 @@ class DrainingServer(uvicorn.Server):
         )
         timed_out = True
         while time.monotonic() - t0 < timeout:
-            quiet = connections.quiet(self._open_connections(), DRAIN_IDLE_SECONDS)
+            quiet = connections.quiet(self._open_connections(), state.settings.drain_idle_seconds)
             if quiet and not state.in_flight:
                 timed_out = False
                 break

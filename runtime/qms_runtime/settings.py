@@ -22,6 +22,10 @@ LogFormat = Literal["json", "text"]
 Scheduler = Literal["fifo", "prefill_first"]
 
 
+# The drain waits until every open connection has been idle this long (run.py).
+DRAIN_IDLE_SECONDS = 6.0
+
+
 class RuntimeSettings(BaseSettings):
     """Settings of `qms-runtime serve`; each field is also the env var `QMS_<FIELD>`."""
 
@@ -62,6 +66,14 @@ class RuntimeSettings(BaseSettings):
         default=30.0,
         ge=0,
         description="On SIGTERM, how long in-flight requests may take to finish.",
+    )
+    drain_idle_seconds: float = Field(
+        default=DRAIN_IDLE_SECONDS,
+        gt=0,
+        description="While draining, how long the open client connections must all have "
+        "been idle before the server closes them and exits: longer than client pools keep "
+        "an idle connection (httpx and the openai client: 5 s), so that closing one cannot "
+        "race a request sent on it.",
     )
     keep_alive_seconds: float = Field(
         default=75.0,

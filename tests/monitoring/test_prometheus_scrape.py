@@ -194,7 +194,11 @@ def run(prometheus_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     )  # fmt: skip
     exporter = _stand_in_exporter()
     server = RuntimeServer(
-        model, work / "runtime.log", served_model_name=MODEL, drain_timeout_seconds=60
+        model,
+        work / "runtime.log",
+        served_model_name=MODEL,
+        drain_timeout_seconds=60,
+        drain_idle_seconds=6,  # the product's default: the drain under test
     )
     prometheus: PrometheusServer | None = None
     try:

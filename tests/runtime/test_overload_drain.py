@@ -101,7 +101,11 @@ def test_sigterm_drains_in_flight_streams_and_exits_0(qwen3_dir: Path, tmp_path:
     /ready says draining; the termination message counts what was drained; exit 0."""
     last_words = tmp_path / "termination-log"
     server = start_server(
-        qwen3_dir, tmp_path, drain_timeout_seconds=60, termination_log_path=last_words
+        qwen3_dir,
+        tmp_path,
+        drain_timeout_seconds=60,
+        drain_idle_seconds=6,  # the product's default: what a keep-alive client meets
+        termination_log_path=last_words,
     )
     url = server.base_url
     client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)

@@ -38,6 +38,10 @@ class RuntimeServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
+        # A test's own clients keep idle connections open: the default 6 s of idle the
+        # drain waits for would add that to every server's stop. Tests of the drain
+        # itself set drain_idle_seconds (test_overload_drain, the monitoring tier).
+        settings.setdefault("drain_idle_seconds", 0.5)
         env.update({f"QMS_{k.upper()}": str(v) for k, v in settings.items()})
         env["QMS_LOG_FORMAT"] = env.get("QMS_LOG_FORMAT", "text")
         env.update(extra_env or {})
