@@ -570,7 +570,7 @@ def test_a_checksum_failure_shows_its_file_in_status_an_event_and_argo(
 ) -> None:
     """Issue 20 on real pods: the runtime's last words (its termination message) reach
     `kubectl get modelservers`, one Warning Event and Argo CD's health check."""
-    from unit.test_argo_health import health
+    from repo.test_argo_health import health
 
     c, _ = serving
     weights = node_layout(c).volumes / "weights"
