@@ -146,7 +146,6 @@ class ServerState:
                 settings.model_name,
                 self.metrics,
                 settings.retry_after_seconds,
-                media=media,
                 settings=settings,
             )
             if self.phase == "loading":

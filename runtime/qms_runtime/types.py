@@ -5,13 +5,17 @@ API raise (the API layer alone turns them into HTTP statuses: api/http/errors.py
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 
 from qms_runtime.finish import FinishReason
+
+# Qwen3-Omni's processor output for one request (transformers' BatchFeature): `input_ids`
+# [1, n] with the media placeholders expanded, pixel values, audio features, grids.
+ProcessorInputs: TypeAlias = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class Prompt:
     inputs (pixel values, audio features, m-RoPE positions) that go with them."""
 
     token_ids: list[int]
-    media_inputs: Any = None
+    media_inputs: ProcessorInputs | None = None
 
 
 @dataclass(frozen=True)
@@ -114,11 +118,26 @@ class Admission(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+class GrammarChecker(Protocol):
+    """What the API layer asks of the grammar compiler (engine/grammar.Grammars): whether
+    a `response_format` or tool grammar compiles, before the request is admitted."""
+
+    def check(self, spec: GrammarSpec, param: str) -> None:
+        """Raise a ValueError with `message` and `param` attributes (the engine's
+        GrammarError) when `spec` does not compile."""
+        ...
+
+
 class GenerationBackend(Protocol):
-    """What the API layer generates with: the continuous-batching engine with the media
-    runner beside it (engine/backend.py), or a fake in the API tests."""
+    """The one road from the API layer into the engine (engine/backend.py's
+    `ModelBackend`, or a fake in the API tests): text and media generation through
+    `tokens`, and, for Qwen3-Omni, the media side (`media`: the processor and speech out),
+    None for a text model."""
 
     eos_token_ids: tuple[int, ...]
+
+    @property
+    def media(self) -> MediaBackend | None: ...
 
     def admit(self, sequences: int) -> Admission:
         """Hold `sequences` slots or raise `EngineOverloaded`."""
@@ -169,14 +188,14 @@ class MediaBackend(Protocol):
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
         add_special_tokens: bool = False,
-    ) -> Any:
+    ) -> ProcessorInputs:
         """The processor's inputs (a mapping with `input_ids` [1, n] with the media
         placeholders expanded, pixel values, audio features); raises ValueError when the
         processor refuses the media and jinja2.TemplateError when the template does."""
         ...
 
     async def speak(
-        self, inputs: Any, params: SamplingParams, voice: str, arrival: float
+        self, inputs: ProcessorInputs, params: SamplingParams, voice: str, arrival: float
     ) -> tuple[list[int], FinishReason, np.ndarray[Any, Any]]:
         """Text tokens, finish reason and spoken waveform (float32, 24 kHz) of one answer."""
         ...

@@ -58,8 +58,15 @@ class FakeAdmission:
 class FakeBackend:
     """Named a fake: it stands in for the engine so the API layer runs without a model."""
 
-    def __init__(self, script: list[int], eos_token_ids: tuple[int, ...], capacity: int) -> None:
+    def __init__(
+        self,
+        script: list[int],
+        eos_token_ids: tuple[int, ...],
+        capacity: int,
+        media: FakeMedia | None = None,
+    ) -> None:
         self.script = script
+        self.media = media  # the media side (types.GenerationBackend.media), None: text only
         self.eos_token_ids = eos_token_ids
         self.capacity = capacity
         self.admitted = 0
@@ -165,10 +172,9 @@ def fake_app(
     model_dir: Path,
     backend: FakeBackend,
     max_model_len: int,
-    media: FakeMedia | None = None,
     **settings: Any,
 ) -> Iterator[tuple[TestClient, RuntimeMetrics]]:
-    """The runtime's app over `backend` (and `media`), with the tokenizer of `model_dir`,
+    """The runtime's app over `backend` (and its media side), with the tokenizer of `model_dir`,
     in process."""
     from transformers import AutoTokenizer
 
@@ -185,7 +191,6 @@ def fake_app(
             runtime.model_name,
             metrics,
             runtime.retry_after_seconds,
-            media=media,
             settings=runtime,
         )
 

@@ -31,9 +31,9 @@ def parts(qwen3_dir: Path) -> Iterator[tuple[TestClient, FakeBackend, FakeMedia,
 
     tokenizer = AutoTokenizer.from_pretrained(str(qwen3_dir))
     script = list(tokenizer.encode(" a spoken answer"))
-    backend = FakeBackend(script, (2,), capacity=4)
     media = FakeMedia(tokenizer, speech=True, script=script, samples=SPOKEN_SAMPLES)
-    with fake_app(qwen3_dir, backend, 512, media=media, served_model_name=MODEL) as (client, _):
+    backend = FakeBackend(script, (2,), capacity=4, media=media)
+    with fake_app(qwen3_dir, backend, 512, served_model_name=MODEL) as (client, _):
         yield client, backend, media, tokenizer
 
 

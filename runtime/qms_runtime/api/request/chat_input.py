@@ -14,7 +14,7 @@ from qms_runtime.api.http.errors import bad_request, echo
 from qms_runtime.api.output.chat_output import OutputParsing
 from qms_runtime.api.output.reasoning import START as THINK_START
 from qms_runtime.api.request.protocol import ChatMessage, ChatPromptFields, NamedToolChoice
-from qms_runtime.types import GrammarSpec
+from qms_runtime.types import GrammarSpec, ProcessorInputs
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class RenderedChat:
     text: str
     grammar: GrammarSpec | None
     parsing: OutputParsing
-    media_inputs: Any | None
+    media_inputs: ProcessorInputs | None
 
 
 def message_extras(message: ChatMessage) -> dict[str, Any]:

@@ -5,7 +5,7 @@ carry media."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
@@ -23,8 +23,11 @@ from qms_runtime.api.request.protocol import ChatPromptFields
 from qms_runtime.settings import RuntimeSettings
 from qms_runtime.types import MediaBackend
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def encode(tokenizer: Any, text: str, param: str, **kwargs: Any) -> list[int]:
+
+def encode(tokenizer: PreTrainedTokenizerBase, text: str, param: str, **kwargs: Any) -> list[int]:
     """Token ids of text the boundary has checked; should the tokenizer refuse it all
     the same, that is the client's input: 400, never 500."""
     try:
@@ -37,7 +40,10 @@ def encode(tokenizer: Any, text: str, param: str, **kwargs: Any) -> list[int]:
 
 class ChatRenderer:
     def __init__(
-        self, tokenizer: Any, media: MediaBackend | None, settings: RuntimeSettings | None
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        media: MediaBackend | None,
+        settings: RuntimeSettings | None,
     ) -> None:
         self._tokenizer = tokenizer
         self.media = media

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 from qms_runtime.api.http.errors import bad_request
 from qms_runtime.api.request.protocol import (
@@ -21,7 +20,7 @@ from qms_runtime.api.request.protocol import (
     CompletionRequest,
     ResponseFormat,
 )
-from qms_runtime.types import GrammarSpec, SamplingParams
+from qms_runtime.types import GrammarChecker, GrammarSpec, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ def media_refused(params: SamplingParams, speech: bool) -> str | None:
     return next((name for name, used in checks if used), None)
 
 
-def check_grammar(grammars: Any, spec: GrammarSpec) -> None:
+def check_grammar(grammars: GrammarChecker | None, spec: GrammarSpec) -> None:
     """A 400 naming `response_format` (or `tools`) when the grammar does not compile."""
     if grammars is None:
         return
@@ -129,7 +128,7 @@ def check_grammar(grammars: Any, spec: GrammarSpec) -> None:
 
 
 def with_tool_grammar(
-    grammars: Any, params: SamplingParams, grammar: GrammarSpec | None
+    grammars: GrammarChecker | None, params: SamplingParams, grammar: GrammarSpec | None
 ) -> SamplingParams:
     """tool_choice required / a named function: the tool-call grammar (checked)."""
     if grammar is None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qms_runtime.api.output.chat_output import NO_PARSING, OutputParsing
 from qms_runtime.api.output.responses import ResponseMeta
 from qms_runtime.api.serve.echo import EchoPlan
-from qms_runtime.types import SamplingParams
+from qms_runtime.types import GrammarChecker, ProcessorInputs, SamplingParams
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,8 @@ class PreparedRequest:
     stream: bool
     include_usage: bool
     arrival: float
-    media_inputs: Any = None  # processor inputs: runs on the media path, not in the CB batch
+    # The processor's inputs: runs on the media path, not in the CB batch.
+    media_inputs: ProcessorInputs | None = None
     voice: str | None = None  # speech out with this voice
     parsing: OutputParsing = NO_PARSING  # chat: reasoning and tool calls parsed out
     echo: EchoPlan | None = None  # logprobs and/or echo asked for (api/serve/echo.py)
@@ -42,8 +46,8 @@ class PreparedRequest:
 class TextModel:
     """What serving needs to know of the model: its tokenizer and sizes."""
 
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     max_model_len: int
     vocab_size: int
     generation_defaults: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    grammars: Any = None  # engine/grammar.Grammars: checks response_format at the edge
+    grammars: GrammarChecker | None = None  # checks response_format at the edge

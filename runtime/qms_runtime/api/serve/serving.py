@@ -55,7 +55,7 @@ from qms_runtime.finish import ECHO_ONLY, STOP_STRING, after_parsing
 from qms_runtime.media.decode import wav_bytes
 from qms_runtime.metrics import RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
-from qms_runtime.types import GenerationBackend, MediaBackend, Prompt
+from qms_runtime.types import GenerationBackend, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,10 @@ class OpenAIServing:
         model_name: str,
         metrics: RuntimeMetrics,
         retry_after: int,
-        media: MediaBackend | None = None,
         settings: RuntimeSettings | None = None,
     ) -> None:
         self.backend = backend
-        self.media = media
+        self.media = media = backend.media
         self._settings = settings
         self.model_name = model_name
         self._metrics = metrics
@@ -235,7 +234,8 @@ class OpenAIServing:
         return full_response(prepared.meta, choices, prepared.prompt_tokens)
 
     async def _speak(self, prepared: PreparedRequest, voice: str) -> dict[str, Any]:
-        assert self.media is not None
+        # prepare_chat renders speech requests through the processor (a media side).
+        assert self.media is not None and prepared.media_inputs is not None
         tokens, reason, waveform = await self.media.speak(
             prepared.media_inputs, prepared.params, voice, prepared.arrival
         )
