@@ -1,8 +1,10 @@
-"""Helpers shared by the control-plane acceptance tests (test_cluster_*.py)."""
+"""Helpers every e2e module may use: kubectl JSON, apply, conditions, namespace names."""
 
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from typing import Any
 
 from qms_cluster import Cluster
@@ -26,3 +28,10 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
         if c["type"] == kind:
             return dict(c)
     return {}
+
+
+def namespace_name(test_name: str) -> str:
+    """A DNS-1123 label from a test name, unique per call, at most 63 chars."""
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-") or "test"
+    suffix = secrets.token_hex(3)
+    return f"{slug[: 63 - len(suffix) - 1].rstrip('-')}-{suffix}"

@@ -17,14 +17,13 @@ Tests skip only where the binaries cannot exist (no Go toolchain, ...).
 from __future__ import annotations
 
 import os
-import re
-import secrets
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_helpers import namespace_name
 from operator_helpers import Operator, fresh_namespace, install_crd, operator
 
 import qms_cluster
@@ -87,13 +86,6 @@ def cluster() -> Iterator[Cluster]:
             os.environ["KUBECONFIG"] = previous
         if existing is None:
             qms_cluster.down(c.state_dir)
-
-
-def namespace_name(test_name: str) -> str:
-    """A DNS-1123 label from a test name, unique per call, at most 63 chars."""
-    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-") or "test"
-    suffix = secrets.token_hex(3)
-    return f"{slug[: 63 - len(suffix) - 1].rstrip('-')}-{suffix}"
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from cluster_helpers import namespace_name
 from operator_helpers import ROOT, apply_yaml, get, is_ready, operator, wait_for
 
-from conftest import namespace_name
 from qms_cluster import Cluster, crds
 from qms_operator.builders import desired_children
 from qms_operator.spec import parse_spec

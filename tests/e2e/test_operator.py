@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cluster_helpers import namespace_name
 from operator_helpers import (
     KINDS,
     ROOT,
@@ -24,7 +25,6 @@ from operator_helpers import (
 )
 
 import qms_cluster
-from conftest import namespace_name
 from qms_cluster import Cluster
 from qms_operator.builders import desired_children
 from qms_operator.diff import differences

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import service_monitor_crd
+from cluster_helpers import namespace_name
 from operator_helpers import (
     ROOT,
     Operator,
@@ -28,7 +29,6 @@ from operator_helpers import (
     wait_for,
 )
 
-from conftest import namespace_name
 from qms_cluster import Cluster
 
 SERVER = """

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import service_monitor_crd
+from cluster_helpers import namespace_name
 from operator_helpers import ROOT, condition, get, items, operator, patch_spec, wait_for
 
-from conftest import namespace_name
 from qms_cluster import Cluster
 
 COUNT = 60
