@@ -22,8 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runtime_bench import Result, default_prompts, percentile, run_qms
-from runtime_bench_real import shared_prefix_prompts
+from benchkit import Result, default_prompts, percentile, run_qms, shared_prefix_prompts
 
 KNOBS: dict[str, list[str]] = {
     "QMS_PAGE_SIZE": ["16", "64", "256"],

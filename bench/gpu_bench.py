@@ -8,7 +8,7 @@
 Workloads (each: QMS, then serve, then `generate` over the first --sequential prompts):
 - dense: Qwen3-0.6B's shape, bfloat16, --requests x --max-tokens at --concurrency;
 - shared-prefix: the same model, a ~1500-word system prompt shared by every request and
-  multi-turn histories (runtime_bench_real.shared_prefix_prompts);
+  multi-turn histories (benchkit.shared_prefix_prompts);
 - moe: Qwen3-30B-A3B's layer shape with --moe-layers layers, bfloat16.
 
 CUDA graphs / torch.compile: QMS runs without CUDA graphs (engine/batching.py: its
@@ -39,15 +39,15 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from runtime_bench import (  # noqa: E402
+from benchkit import (  # noqa: E402
     Result,
     default_prompts,
     report,
     run_qms,
     run_sequential,
     run_transformers_serve,
+    shared_prefix_prompts,
 )
-from runtime_bench_real import shared_prefix_prompts  # noqa: E402
 
 
 def environment(device: str) -> str:

@@ -27,14 +27,10 @@ import time
 from pathlib import Path
 
 import httpx
-from runtime_bench import (
-    _one_request,
-    default_prompts,
-    free_port,
-    start_process,
-    stop_process,
-    wait_http,
-)
+from benchkit import default_prompts, one_request, shared_prefix_prompts
+
+from qms_testkit.net import free_port
+from qms_testkit.processes import ServiceProcess
 
 # The parts of a batch step, by the first frame of a stack that names one (innermost first).
 PARTS = (
@@ -77,8 +73,6 @@ def frame_name(frame: str) -> str:
 
 def workload_prompts(args: argparse.Namespace) -> list:
     if args.workload == "shared-prefix":
-        from runtime_bench_real import shared_prefix_prompts
-
         return shared_prefix_prompts(8, 4, 700)  # runtime_bench_real's defaults
     return default_prompts(args.requests)
 
@@ -89,11 +83,11 @@ async def drive(url: str, model: str, args: argparse.Namespace, pid: int, out: P
 
     async def bounded(client: httpx.AsyncClient, messages: list) -> object:
         async with semaphore:
-            return await _one_request(client, model, messages, args.max_tokens, {})
+            return await one_request(client, model, messages, args.max_tokens, {})
 
     limits = httpx.Limits(max_connections=args.concurrency * 2)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
-        await _one_request(client, model, [{"role": "user", "content": "warm up"}], 4, {})
+        await one_request(client, model, [{"role": "user", "content": "warm up"}], 4, {})
         load = [asyncio.create_task(bounded(client, m)) for m in prompts]
         await asyncio.sleep(args.after_start)  # past the prefill
         stacks = await asyncio.to_thread(record, pid, args.seconds, out)
@@ -171,17 +165,17 @@ def main() -> int:
                        "--cb-max-batch-tokens", "512"]  # fmt: skip
             ready, name = "/health", str(model)
         log = workdir / f"profile-{peer}.log"
-        process = start_process(command, log, env)
+        process = ServiceProcess(command, log, env)
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_http(url + ready, process, log)
+            process.wait_http(url + ready, timeout=300)
             started = time.perf_counter()
             out = workdir / f"profile-{peer}.txt"
             stacks = asyncio.run(drive(url, name, args, process.pid, out))
             took = f"{peer} ({time.perf_counter() - started:.0f}s)"
             shares[peer] = report(took, stacks, args.top)
         finally:
-            stop_process(process)
+            process.stop()
     print("\n## share of the batch loop, qms vs serve")
     for part in sorted({*shares["qms"], *shares["serve"]}):
         q, s = shares["qms"].get(part, 0.0), shares["serve"].get(part, 0.0)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runtime_bench import report, run_qms
+from benchkit import report, run_qms
 
 
 def main() -> int:

@@ -23,15 +23,10 @@ from typing import Any
 
 import httpx
 import numpy as np
-from runtime_bench import (
-    Result,
-    free_port,
-    load_server,
-    report,
-    start_process,
-    stop_process,
-    wait_http,
-)
+from benchkit import Result, load_server, report
+
+from qms_testkit.net import free_port
+from qms_testkit.processes import ServiceProcess, runtime_command
 
 
 def _media_body(model: str, max_tokens: int) -> dict[str, Any]:
@@ -118,10 +113,8 @@ def main() -> int:
                QMS_MAX_REQUEST_BYTES=str(8 * 2**20))  # fmt: skip
     if args.media_step_interval is not None:
         env["QMS_MEDIA_STEP_INTERVAL"] = str(args.media_step_interval)
-    command = [sys.executable, "-m", "qms_runtime.cli", "serve", "--model-dir", str(omni),
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     log = workdir / "qms-media.log"
-    process = start_process(command, log, env)
+    process = ServiceProcess(runtime_command(omni, port), log, env)
     base_url = f"http://127.0.0.1:{port}"
     print(
         f"workdir {workdir}; text {args.requests} x {args.max_tokens} tokens at concurrency "
@@ -129,7 +122,7 @@ def main() -> int:
         f"{args.media_max_tokens} tokens; cpus {os.cpu_count()}, threads {args.threads}"
     )
     try:
-        wait_http(base_url + "/ready", process, log)
+        process.wait_http(base_url + "/ready", timeout=300)
         alone = asyncio.run(
             load_server("text only", base_url, process.pid, omni.name, args, {"ignore_eos": True})
         )
@@ -137,7 +130,7 @@ def main() -> int:
             _text_with_media(base_url, process.pid, omni.name, args)
         )
     finally:
-        stop_process(process)
+        process.stop()
     report(
         "tiny Qwen3-Omni-MoE: text-only requests, without and with media load", [alone, with_media]
     )

@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runtime_bench import (
+from benchkit import (
     Messages,
     Result,
     default_prompts,
@@ -39,6 +39,7 @@ from runtime_bench import (
     run_qms,
     run_sequential,
     run_transformers_serve,
+    shared_prefix_prompts,
 )
 
 WORKLOADS = ("dense-real", "moe-real", "shared-prefix")
@@ -47,26 +48,6 @@ WORKLOADS = ("dense-real", "moe-real", "shared-prefix")
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load {one:.1f}/{five:.1f}"
-
-
-def shared_prefix_prompts(conversations: int, turns: int, system_words: int) -> list[Messages]:
-    """Every request: the same system prompt, then its conversation's turns so far; in
-    turn order (a later turn of a conversation arrives after the earlier ones)."""
-    sentence = "The operator reconciles each model server and keeps its status current. "
-    system = (sentence * (system_words // 11 + 1)).strip()
-    prompts = []
-    for turn in range(turns):
-        for conv in range(conversations):
-            messages: Messages = [{"role": "system", "content": system}]
-            for k in range(turn):
-                question = f"Conversation {conv}, question {k}: what does step {k} do?"
-                answer = f"Step {k} reads the object and writes the difference back ({conv})."
-                messages.append({"role": "user", "content": question})
-                messages.append({"role": "assistant", "content": answer})
-            question = f"Conversation {conv}, question {turn}: and what happens next?"
-            messages.append({"role": "user", "content": question})
-            prompts.append(messages)
-    return prompts
 
 
 def peers(

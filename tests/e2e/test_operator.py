@@ -398,8 +398,8 @@ def test_operator_killed_mid_burst_converges_after_restart(
         "apply", "-n", ns, "-f", "-", input="---\n".join(server_manifest(n) for n in names)
     )
     time.sleep(2)
-    first.proc.kill()
-    first.proc.wait()
+    first.process.kill()
+    first.process.wait()
     with operator(cluster, [ns], log=log):
         wait_for("100 servers Ready", lambda: _converged(cluster, ns, names), 240, every=2)
     for kind, resource in KINDS.items():
@@ -432,7 +432,7 @@ def test_operator_survives_an_api_server_pause(cluster: Cluster, crd: None, tmp_
             os.kill(apiserver.pid, signal.SIGCONT)
         apply_yaml(cluster, ns, server_manifest("after"))
         wait_for("after Ready", lambda: is_ready(cluster, "after", ns), 120)
-        assert op.proc.poll() is None
+        assert op.process.poll() is None
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
@@ -447,9 +447,9 @@ def test_two_replicas_one_writer(cluster: Cluster, crd: None, tmp_path: Path) ->
         apply_yaml(cluster, ns, server_manifest("one"))
         wait_for("one Ready", lambda: is_ready(cluster, "one", ns), 60)
         assert a.writes() > 0
-        wait_for("b serves metrics", lambda: b.proc.poll() is None and _try(b.writes) == 0, 30)
-        a.proc.kill()
-        a.proc.wait()
+        wait_for("b serves metrics", lambda: b.process.poll() is None and _try(b.writes) == 0, 30)
+        a.process.kill()
+        a.process.wait()
         apply_yaml(cluster, ns, server_manifest("two"))
         wait_for("two Ready after failover", lambda: is_ready(cluster, "two", ns), 90)
         assert b.writes() > 0

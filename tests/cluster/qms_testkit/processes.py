@@ -1,5 +1,9 @@
-"""The processes tests and benchmarks start: `qms-runtime serve` and `qms-operator run`,
-each on free loopback ports, with their logs in a file."""
+"""The one process runner of the tests and benchmarks: `ServiceProcess` (a program with
+its log file, waited for over HTTP, stopped with SIGTERM then SIGKILL), and the two QMS
+programs on it, `qms-runtime serve` (`RuntimeServer`) and `qms-operator run`
+(`Operator`), each on free loopback ports. The local cluster's components are not run
+here: they outlive the `qms-cluster up` that starts them, so qms_cluster/procs.py keeps
+them detached, with their pids in the cluster's state file."""
 
 from __future__ import annotations
 
@@ -22,7 +26,82 @@ from qms_testkit.prom import Samples, samples, scrape
 WRITE_VERBS = ("apply", "delete", "patch_status", "create")
 
 
-class RuntimeServer:
+class ServiceProcess:
+    """One program the tests or benchmarks start and talk to over HTTP: its output in a
+    log file, `wait_http` until an endpoint answers 200 (failing with the log's tail if
+    the program exits first), `stop` with SIGTERM then SIGKILL. The runtime, the operator,
+    `transformers serve` and the benchmarks' workers all run through it."""
+
+    def __init__(self, command: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=self._log)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def logs(self, chars: int = 4000) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def wait_http(self, url: str, timeout: float = 120.0) -> None:
+        """Until `url` answers 200; AssertionError naming the exit code or the timeout,
+        with the log's tail."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{url}: exited {self.process.returncode}: {self.logs()}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{url} not answering 200 after {timeout}s: {self.logs()}")
+
+    def terminate(self, sig: int = signal.SIGTERM) -> None:
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 60.0, sig: int = signal.SIGTERM) -> int:
+        """`sig` (SIGTERM), SIGKILL after `timeout`; the exit code."""
+        if self.process.poll() is None:
+            self.terminate(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def runtime_command(model_dir: Path, port: int, launcher: Path | None = None) -> list[str]:
+    """`qms-runtime serve` on loopback `port`; a launcher is a script that prepares the
+    process (stubs) and then runs the CLI."""
+    program = [str(launcher)] if launcher is not None else ["-m", "qms_runtime.cli"]
+    return [
+        sys.executable, *program, "serve",
+        "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+
+
+def runtime_env(
+    settings: dict[str, Any], extra_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """This environment without its QMS_ variables, plus `settings` as QMS_<NAME>."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
+    env.update({f"QMS_{k.upper()}": str(v) for k, v in settings.items()})
+    env["QMS_LOG_FORMAT"] = env.get("QMS_LOG_FORMAT", "text")
+    env.update(extra_env or {})
+    return env
+
+
+class RuntimeServer(ServiceProcess):
     """`qms-runtime serve` in a subprocess on a free loopback port."""
 
     def __init__(
@@ -36,55 +115,15 @@ class RuntimeServer:
     ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QMS_")}
         # A test's own clients keep idle connections open: the default 6 s of idle the
         # drain waits for would add that to every server's stop. Tests of the drain
         # itself set drain_idle_seconds (test_overload_drain, the monitoring tier).
         settings.setdefault("drain_idle_seconds", 0.5)
-        env.update({f"QMS_{k.upper()}": str(v) for k, v in settings.items()})
-        env["QMS_LOG_FORMAT"] = env.get("QMS_LOG_FORMAT", "text")
-        env.update(extra_env or {})
-        self._log = log_path.open("wb")
-        # A launcher is a script that prepares the process (stubs) and then runs the CLI.
-        program = [str(launcher)] if launcher is not None else ["-m", "qms_runtime.cli"]
-        command = [
-            sys.executable, *program, "serve",
-            "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(self.port),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=self._log)
+        env = runtime_env(settings, extra_env)
+        super().__init__(runtime_command(model_dir, self.port, launcher), log_path, env)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited {self.process.returncode}: {self.logs()}")
-            try:
-                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"server not ready after {timeout}s: {self.logs()}")
-
-    def logs(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def terminate(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.process.poll() is None:
-            self.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
+        self.wait_http(f"{self.base_url}/ready", timeout)
 
 
 def start_server(model_dir: Path, log_dir: Path, **settings: Any) -> RuntimeServer:
@@ -97,7 +136,7 @@ def start_server(model_dir: Path, log_dir: Path, **settings: Any) -> RuntimeServ
     return server
 
 
-class Operator:
+class Operator(ServiceProcess):
     """A `qms-operator run` subprocess with its metrics and health ports."""
 
     def __init__(
@@ -114,21 +153,11 @@ class Operator:
         self.log = log
         config = kubeconfig or cluster.kubeconfig
         env = {**os.environ, "KUBECONFIG": str(config), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "qms_operator.cli",
-                "run",
-                *args,
-                f"--metrics-port={self.metrics_port}",
-                f"--health-port={self.health_port}",
-                *extra,
-            ],
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        command = [
+            sys.executable, "-m", "qms_operator.cli", "run", *args,
+            f"--metrics-port={self.metrics_port}", f"--health-port={self.health_port}", *extra,
+        ]  # fmt: skip
+        super().__init__(command, log, env)
 
     def metrics(self) -> Samples:
         return samples(scrape(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5))
@@ -161,15 +190,9 @@ class Operator:
 
     def wait_healthy(self, timeout: float = 60) -> None:
         wait_for(
-            "operator /healthz", lambda: self.healthy() or self.proc.poll() is not None, timeout
+            "operator /healthz", lambda: self.healthy() or self.process.poll() is not None, timeout
         )
-        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> int:
+        return super().stop(timeout, sig)
