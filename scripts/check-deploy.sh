@@ -60,10 +60,10 @@ for f in "$ROOT"/deploy/monitoring/keda/*.yaml "$ROOT"/deploy/signing/*.yaml \
 done
 
 # promtool from Debian's prometheus package, unpacked once into $CACHE (no service,
-# nothing system-wide: see tests/monitoring/prometheus_tools.py). The rules are the
+# nothing system-wide: see tests/cluster/qms_testkit/prometheus_binaries.py). The rules are the
 # PrometheusRule's spec.groups, extracted as the Prometheus Operator does.
-PROMETHEUS_BIN=$(python3 "$ROOT/tests/monitoring/prometheus_tools.py")
-python3 "$ROOT/tests/monitoring/prometheus_rules.py" "$RULES/qms-rules.yaml"
+PROMETHEUS_BIN=$(python3 "$ROOT/tests/cluster/qms_testkit/prometheus_binaries.py")
+python3 "$ROOT/tests/cluster/qms_testkit/prometheus_rules.py" "$RULES/qms-rules.yaml"
 cp "$ROOT"/tests/monitoring/*.test.yaml "$RULES/"
 echo "== promtool check rules (deploy/monitoring/prometheusrule.yaml)"
 (cd "$RULES" && "$PROMETHEUS_BIN/promtool" check rules qms-rules.yaml)

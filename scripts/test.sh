@@ -37,7 +37,8 @@ lane() {
 lane cluster tests/e2e "$@" &
 cluster_lane=$!
 process_status=0
-lane process tests/operator tests/repo tests/runtime tests/monitoring tests/signing "$@" \
+lane process tests/operator tests/repo tests/runtime_units tests/runtime tests/monitoring \
+  tests/signing "$@" \
   || process_status=$?
 cluster_status=0
 wait "$cluster_lane" || cluster_status=$?

@@ -29,7 +29,7 @@ from qms_cluster import Cluster
 from qms_operator.builders import desired_children
 from qms_operator.diff import differences
 from qms_operator.spec import parse_spec
-from qms_testdata import invalid_cases
+from qms_testkit.examples import invalid_cases
 
 NAMESPACE_PREFIX = "op-"  # the operator fixture watches these (conftest.py)
 

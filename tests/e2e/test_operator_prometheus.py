@@ -9,18 +9,14 @@ operator stops, and the alert's expression turns from empty to 1.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from operator_helpers import ROOT, apply_yaml, operator, wait_for
 
 from qms_cluster import Cluster
-
-sys.path.insert(0, str(ROOT / "tests" / "monitoring"))
-import prometheus_rules
-import prometheus_tools
-from monitoring_support import PrometheusServer
+from qms_testkit import prometheus_binaries, prometheus_rules
+from qms_testkit.prometheus_server import PrometheusServer
 
 POD = "qms-operator-7b9c6d5f4-klmno"
 OPERATOR = 'job="qms-operator"'
@@ -60,7 +56,7 @@ def test_prometheus_scrapes_the_operator_and_operator_down_follows(
             "labels": {"namespace": "qms-system", "pod": POD},
         }
         prometheus = PrometheusServer(
-            prometheus_tools.ensure(), tmp_path / "prometheus", {"qms-operator": [target]}
+            prometheus_binaries.ensure(), tmp_path / "prometheus", {"qms-operator": [target]}
         )
         try:
             prometheus.wait_ready()

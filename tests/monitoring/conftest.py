@@ -1,4 +1,4 @@
-"""Monitoring tests: Debian's Prometheus 2.42 and promtool (see prometheus_tools.py)."""
+"""Monitoring tests: Debian's Prometheus 2.42 and promtool (qms_testkit.prometheus_binaries)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 # The runtime tests' helpers (real `qms-runtime serve` processes), reused as they are.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 
-import prometheus_rules
-import prometheus_tools
 import pytest
+
+from qms_testkit import prometheus_binaries, prometheus_rules
 
 
 @pytest.fixture(scope="session")
 def prometheus_bin() -> Path:
     """The directory of `prometheus` and `promtool`, unpacked from Debian's package once."""
-    return prometheus_tools.ensure()
+    return prometheus_binaries.ensure()
 
 
 @pytest.fixture

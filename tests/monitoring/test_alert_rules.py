@@ -12,9 +12,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import prometheus_rules
 import pytest
 import yaml
+
+from qms_testkit import prometheus_rules
 
 ALERTS = [rule["alert"] for rule in prometheus_rules.rules() if "alert" in rule]
 RECORDS = [rule["record"] for rule in prometheus_rules.rules() if "record" in rule]

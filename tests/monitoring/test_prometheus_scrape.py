@@ -33,17 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import prometheus_rules
 import pytest
-from monitoring_support import (
+
+from qms_testkit import prometheus_rules
+from qms_testkit.processes import RuntimeServer
+from qms_testkit.prometheus_server import (
     DASHBOARD,
     PrometheusServer,
     adapter_query,
     adapter_rule,
     values_by,
 )
-
-from qms_testkit.processes import RuntimeServer
 
 pytestmark = pytest.mark.runtime
 

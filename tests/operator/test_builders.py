@@ -13,7 +13,7 @@ import yaml
 from qms_operator.builders import desired_children, unwanted_kinds
 from qms_operator.builders.pod import spec_hash
 from qms_operator.spec import QwenModelServerSpec, parse_spec
-from qms_testdata import ROOT, load_yaml
+from qms_testkit.examples import ROOT, load_yaml
 
 HERE = Path(__file__).resolve().parent
 SEED = load_yaml(ROOT / "deploy" / "examples" / "seed-faithful.yaml")

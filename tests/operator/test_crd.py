@@ -8,7 +8,14 @@ import pytest
 
 from qms_operator.crd import crd, crd_yaml
 from qms_operator.spec import QwenModelServerSpec
-from qms_testdata import CRD_FILE, EXAMPLES, crd_validator, error_field, invalid_cases, load_yaml
+from qms_testkit.examples import (
+    CRD_FILE,
+    EXAMPLES,
+    crd_validator,
+    error_field,
+    invalid_cases,
+    load_yaml,
+)
 
 SCHEMA = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 

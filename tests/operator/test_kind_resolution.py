@@ -8,23 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from kind_helpers import PLURALS
 
 from qms_operator.apply import ApiError, NotServed, Resource, Resources
 from qms_operator.builders import CHILD_KINDS
 from qms_operator.spec import API_VERSION, KIND
 
-PLURALS = {
-    "Service": "services",
-    "Deployment": "deployments",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    "NetworkPolicy": "networkpolicies",
-    "Ingress": "ingresses",
-    "ServiceMonitor": "servicemonitors",
-    "InferencePool": "inferencepools",
-    "HTTPRoute": "httproutes",
-    KIND: "modelservers",
-}
 KINDS = [(child.api_version, child.kind) for child in CHILD_KINDS] + [(API_VERSION, KIND)]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import kopf
-from test_kind_resolution import PLURALS
+from kind_helpers import PLURALS
 
 from qms_operator.builders import CHILD_KINDS, OPTIONAL_KINDS, plural
 from qms_operator.handlers import CHILD_RESOURCES, register

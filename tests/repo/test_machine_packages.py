@@ -218,10 +218,7 @@ def test_every_command_the_code_runs_is_declared_in_one_list() -> None:
 
 
 def test_packages_only_downloaded_are_declared_too() -> None:
-    sys.path.insert(0, str(ROOT / "tests/monitoring"))
-    try:
-        import prometheus_tools
-    finally:
-        sys.path.remove(str(ROOT / "tests/monitoring"))
-    assert prometheus_tools.PACKAGE in packages.DOWNLOADED
+    from qms_testkit import prometheus_binaries
+
+    assert prometheus_binaries.PACKAGE in packages.DOWNLOADED
     assert set(packages.DOWNLOADED) == {"prometheus"}

@@ -14,7 +14,7 @@ import yaml
 from qms_cluster import crds
 from qms_operator.builders import desired_children
 from qms_operator.spec import parse_spec
-from qms_testdata import EXAMPLES, load_yaml, strict_schema
+from qms_testkit.examples import EXAMPLES, load_yaml, strict_schema
 
 K8S_VERSION = "1.34.0"
 # Not a Kubernetes API: validated for shape by test_builders instead.

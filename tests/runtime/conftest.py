@@ -1,44 +1,16 @@
-"""Runtime test fixtures: tiny models built once per session, one shared server."""
+"""Fixtures of the runtime served with models: a copy of the tiny Qwen3 to damage, and one
+shared server (the tiny models themselves are built once per session: tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from runtime_support import API_KEY, RuntimeServer, start_server
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-@pytest.fixture(scope="session")
-def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="session")
-def tiny_model(model_root: Path) -> Any:
-    """`tiny_model(arch)` -> directory of that tiny model, built once per session."""
-    from qms_runtime.tools.tiny_model import write_tiny_model
-
-    built: dict[str, Path] = {}
-
-    def get(arch: str) -> Path:
-        if arch not in built:
-            built[arch] = write_tiny_model(model_root / arch, arch)  # type: ignore[arg-type]
-        return built[arch]
-
-    return get
-
-
-@pytest.fixture(scope="session")
-def qwen3_dir(tiny_model: Any) -> Path:
-    path: Path = tiny_model("qwen3")
-    return path
+from qms_testkit.processes import RuntimeServer, start_server
+from qms_testkit.serving import API_KEY
 
 
 @pytest.fixture

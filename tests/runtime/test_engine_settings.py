@@ -8,9 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runtime_support import RuntimeServer, auth, metric_value, start_server
 
 from qms_runtime.tools.tiny_model import REAL_VOCAB, _dims, write_tiny_model
+from qms_testkit.processes import RuntimeServer, start_server
+from qms_testkit.serving import auth, metric_value
 
 QUESTION = [{"role": "user", "content": "Say something about the reconcile loop."}]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_support import RuntimeServer
 
 from qms_runtime.engine.batching import cb_config_kwargs
 from qms_runtime.models.fit import GIB, ModelDoesNotFit, check_fit, estimate
 from qms_runtime.settings import RuntimeSettings
+from qms_testkit.processes import RuntimeServer
 
 pytestmark = pytest.mark.runtime
 

@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from runtime_support import ARCHS, RuntimeServer, start_server, text_model
+
+from qms_testkit.processes import RuntimeServer, start_server
+from qms_testkit.serving import ARCHS, text_model
 
 pytestmark = pytest.mark.runtime
 

@@ -32,10 +32,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
-from runtime_support import API_KEY, RuntimeServer, auth, metric_value, start_server
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from qms_runtime.api.request.protocol import ErrorResponse
+from qms_testkit.processes import RuntimeServer, start_server
+from qms_testkit.serving import API_KEY, auth, metric_value
 
 pytestmark = pytest.mark.runtime
 

@@ -1,5 +1,5 @@
 """`qms-runtime download`: the real huggingface_hub client (in a `qms-runtime` process, as
-in the init container) against a FAKE Hub on loopback (tests/runtime/hub_fake.py)
+in the init container) against a FAKE Hub on loopback (tests/runtime/fake_hub.py)
 serving a tiny model written by `write_tiny_model`."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hub_fake import FakeRepo, RunningFakeHub
-from runtime_support import start_server
+from fake_hub import FakeRepo, RunningFakeHub
 
 from qms_runtime.models.checksums import parse_manifest, verify_model_dir
 from qms_runtime.models.hub import snapshot_path
+from qms_testkit.processes import start_server
 
 pytestmark = pytest.mark.runtime
 

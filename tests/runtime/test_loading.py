@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from runtime_support import RuntimeServer
+
+from qms_testkit.processes import RuntimeServer
 
 pytestmark = pytest.mark.runtime
 

@@ -1,6 +1,6 @@
 """Log-probabilities, `echo` and the tokenizer endpoints.
 
-In process over the FAKE backend (fake_backend.py: scripted tokens, scripted scores)
+In process over the FAKE backend (qms_testkit.fake_backend: scripted tokens, scripted scores)
 for the response shapes; through a real server on the tiny Qwen3 model for the values:
 the prompt's log-probabilities equal a plain transformers forward of the same model,
 also while other sequences are being generated (the scoring forward runs between two
@@ -18,11 +18,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fake_backend import FakeBackend, fake_app
 from fastapi.testclient import TestClient
-from runtime_support import API_KEY, RuntimeServer, auth
 
 from qms_runtime.metrics import RuntimeMetrics
+from qms_testkit.fake_backend import FakeBackend, fake_app
+from qms_testkit.processes import RuntimeServer
+from qms_testkit.serving import API_KEY, auth
 
 pytestmark = pytest.mark.runtime
 

@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 import soundfile
-from media_support import (
+from PIL import Image
+
+from qms_testkit.media import (
     MAX_TOKENS,
     SERVED,
     audio_part,
@@ -28,8 +30,8 @@ from media_support import (
     reference_tokens,
     tone,
 )
-from PIL import Image
-from runtime_support import RuntimeServer, metric_value, start_server
+from qms_testkit.processes import RuntimeServer, start_server
+from qms_testkit.serving import metric_value
 
 pytestmark = pytest.mark.runtime
 

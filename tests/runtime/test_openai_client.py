@@ -9,7 +9,9 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from runtime_support import API_KEY, RuntimeServer, auth, metric_value
+
+from qms_testkit.processes import RuntimeServer
+from qms_testkit.serving import API_KEY, auth, metric_value
 
 pytestmark = pytest.mark.runtime
 

@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from openai import OpenAI
-from runtime_support import metric_value, start_server
+
+from qms_testkit.processes import start_server
+from qms_testkit.serving import metric_value
 
 pytestmark = pytest.mark.runtime
 

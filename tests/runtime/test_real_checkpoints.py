@@ -17,11 +17,12 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from media_support import data_url, mp4, png, tone
 from PIL import Image
 from real_checkpoints import QWEN3_06B, QWEN3_OMNI, real_files, real_model
-from runtime_support import RuntimeServer, start_server
-from test_chat_tools import HISTORY, TIME, WEATHER
+
+from qms_testkit.media import data_url, mp4, png, tone
+from qms_testkit.processes import RuntimeServer, start_server
+from qms_testkit.tool_examples import HISTORY, TIME, WEATHER
 
 pytestmark = pytest.mark.runtime
 
@@ -211,7 +212,7 @@ def _transformers_count(processor: Any, kind: str, text: str) -> int:
         content.append({"type": "video"})
         frames = [np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in VIDEO_FRAMES]
         if "frames" not in kind:  # the server samples the 2 fps file at 2 fps: every frame
-            from media_support import decoded_frames
+            from qms_testkit.media import decoded_frames
 
             frames = list(decoded_frames(VIDEO))
         inputs["videos"] = [np.stack(frames)]

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime_support import RuntimeServer, start_server
 
+from qms_testkit.processes import RuntimeServer, start_server
 from qms_testkit.tools import tool_venv
 
 pytestmark = pytest.mark.runtime

@@ -20,10 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
-from media_support import chat, image_part, png, video_part
 from pydantic import ValidationError
-from remote_support import SECRET_BODY, StubNetwork, media_files
-from runtime_support import RuntimeServer, start_server
+from remote_media_helpers import SECRET_BODY, StubNetwork, media_files
 
 from qms_runtime.api.http.errors import APIError, to_api_error
 from qms_runtime.media.decode import IMAGE_MIME_TYPES, url_bytes
@@ -31,6 +29,8 @@ from qms_runtime.media.remote import RemoteFetcher, address_class
 from qms_runtime.settings import RuntimeSettings, load_settings
 from qms_runtime.tools.tiny_processor import TINY_VIDEO_KWARGS
 from qms_runtime.types import MediaError
+from qms_testkit.media import chat, image_part, png, video_part
+from qms_testkit.processes import RuntimeServer, start_server
 
 pytestmark = pytest.mark.runtime
 

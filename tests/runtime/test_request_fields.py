@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from runtime_support import RuntimeServer, auth, start_server
+
+from qms_testkit.processes import RuntimeServer, start_server
+from qms_testkit.serving import auth
 
 pytestmark = pytest.mark.runtime
 

@@ -12,7 +12,9 @@ from collections import Counter
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from runtime_support import RuntimeServer, auth
+
+from qms_testkit.processes import RuntimeServer
+from qms_testkit.serving import auth
 
 pytestmark = pytest.mark.runtime
 

@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from runtime_support import ARCHS, RuntimeServer, start_server, text_model
+
+from qms_testkit.processes import RuntimeServer, start_server
+from qms_testkit.serving import ARCHS, text_model
 
 pytestmark = pytest.mark.runtime
 
@@ -188,7 +190,7 @@ def test_media_requests_run_the_same_controls(server: tuple[str, Path, RuntimeSe
     """On Qwen3-Omni an image request runs plain `generate` with the batch's controls:
     logit_bias, stop_token_ids and min_tokens act there too; logprobs is refused."""
     _, model_dir, srv = server
-    from media_support import chat, image_part, png
+    from qms_testkit.media import chat, image_part, png
 
     def ask(**fields: Any) -> tuple[int, dict[str, Any]]:
         body = chat([image_part(png(32, 32)), {"type": "text", "text": "What is it?"}], **fields)

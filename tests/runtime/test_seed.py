@@ -16,7 +16,6 @@ from typing import Any
 import openai
 import pytest
 import torch
-from runtime_support import API_KEY, RuntimeServer
 
 from qms_runtime.engine.sampling import (
     choice_seed,
@@ -24,6 +23,8 @@ from qms_runtime.engine.sampling import (
     seeded_logits_processors,
     seeded_pick,
 )
+from qms_testkit.processes import RuntimeServer
+from qms_testkit.serving import API_KEY
 
 pytestmark = pytest.mark.runtime
 

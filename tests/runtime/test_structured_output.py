@@ -14,7 +14,9 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from runtime_support import ARCHS, RuntimeServer, start_server
+
+from qms_testkit.processes import RuntimeServer, start_server
+from qms_testkit.serving import ARCHS
 
 pytestmark = pytest.mark.runtime
 
@@ -167,7 +169,7 @@ def test_bad_schema_is_a_400_naming_response_format(server: RuntimeServer) -> No
 @pytest.mark.parametrize("server", ["qwen3_omni_moe"], indirect=True)
 def test_media_request_answers_valid_json(server: RuntimeServer) -> None:
     """The media path (plain `generate`) runs the same grammar as the batch."""
-    from media_support import chat, image_part, png
+    from qms_testkit.media import chat, image_part, png
 
     schema = SCHEMAS[1]
     for seed in range(3):

@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from media_support import image_part, png
-from runtime_support import ARCHS, RuntimeServer, start_server
-from test_chat_tools import HISTORY, TIME, WEATHER
 
 from qms_runtime.api.output.chat_output import OutputParsing, parse_message
+from qms_testkit.media import image_part, png
+from qms_testkit.processes import RuntimeServer, start_server
+from qms_testkit.serving import ARCHS
+from qms_testkit.tool_examples import HISTORY, TIME, WEATHER
 
 pytestmark = pytest.mark.runtime
 

@@ -16,7 +16,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from media_support import (
+from PIL import Image
+
+from qms_runtime.tools.tiny_processor import TINY_VIDEO_KWARGS
+from qms_testkit.media import (
     chat,
     decoded_frames,
     frames_part,
@@ -26,10 +29,7 @@ from media_support import (
     reference_tokens,
     video_part,
 )
-from PIL import Image
-from runtime_support import RuntimeServer, start_server
-
-from qms_runtime.tools.tiny_processor import TINY_VIDEO_KWARGS
+from qms_testkit.processes import RuntimeServer, start_server
 
 pytestmark = pytest.mark.runtime
 

@@ -56,7 +56,7 @@ NEEDS: tuple[Need, ...] = (
 # installed (their maintainer scripts would start a service): package -> what for.
 DOWNLOADED = {
     "prometheus": "promtool and prometheus for the monitoring tier and scripts/check-deploy.sh "
-    "(tests/monitoring/prometheus_tools.py)",
+    "(tests/cluster/qms_testkit/prometheus_binaries.py)",
 }
 # Never installed by the project: a minimal Debian system's own tools, Python, Go, git.
 BASE = frozenset(

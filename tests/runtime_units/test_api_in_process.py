@@ -1,4 +1,4 @@
-"""The API layer in process, over a FAKE backend (fake_backend.py): no model, no
+"""The API layer in process, over a FAKE backend (qms_testkit.fake_backend): no model, no
 subprocess. The real app, routes, boundary, protocol, serving, the tiny model's own
 tokenizer and chat template, and the one event path (api/serve/events.py) run; the
 backend answers a scripted token sequence. The real-model tests stay as they are.
@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_backend import FakeBackend, fake_app
 from fastapi.testclient import TestClient
-from runtime_support import API_KEY, auth
-from test_bad_requests import CASES, Case
 
 from qms_runtime.finish import after_parsing, after_tokens
 from qms_runtime.metrics import RuntimeMetrics
+from qms_testkit.bad_requests import CASES, Case
+from qms_testkit.fake_backend import FakeBackend, fake_app
 from qms_testkit.prom import sample_value
+from qms_testkit.serving import API_KEY, auth
 
 pytestmark = pytest.mark.runtime
 

@@ -1,5 +1,5 @@
 """Tool calling and reasoning through the in-process API over the FAKE backend
-(fake_backend.py): the backend answers scripted text (encoded with the tiny model's
+(qms_testkit.fake_backend): the backend answers scripted text (encoded with the tiny model's
 real tokenizer); the real template, protocol, serving and parsers run. Raw HTTP and the
 official `openai` client, stream and non-stream."""
 
@@ -13,30 +13,18 @@ from typing import Any
 
 import openai
 import pytest
-from fake_backend import FakeBackend, fake_app
 from fastapi.testclient import TestClient
-from runtime_support import API_KEY, auth
 
 from qms_runtime.types import GrammarSpec
+from qms_testkit.fake_backend import FakeBackend, fake_app
+from qms_testkit.serving import API_KEY, auth
+from qms_testkit.tool_examples import HISTORY, TIME, WEATHER
 
 pytestmark = pytest.mark.runtime
 
 MODEL = "tiny-qwen3"
 EOS = 2
 CHAT = "/v1/chat/completions"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
 TWO_CALLS = (
     "Let me look.\n"
     '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
@@ -242,29 +230,6 @@ def test_enable_thinking_false(client: TestClient, backend: FakeBackend, tokeniz
     )
 
 
-HISTORY = [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Weather in Paris and the time?"},
-    {
-        "role": "assistant",
-        "content": None,
-        "reasoning_content": "Two tools.",
-        "tool_calls": [
-            {
-                "id": "call_a",
-                "type": "function",
-                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-            },
-            {
-                "id": "call_b",
-                "type": "function",
-                "function": {"name": "get_time", "arguments": "{}"},
-            },
-        ],
-    },
-    {"role": "tool", "tool_call_id": "call_a", "content": "sunny, 21 C"},
-    {"role": "tool", "tool_call_id": "call_b", "content": "14:05"},
-]
 HISTORY_PROMPT = (
     "<|im_start|>system\nBe brief.\n\n# Tools\n\n"
     "You may call one or more functions to assist with the user query.\n\n"

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import prometheus_rules
 import yaml
 
+from qms_testkit import prometheus_rules
 from qms_testkit.net import free_port
 
 ROOT = prometheus_rules.ROOT

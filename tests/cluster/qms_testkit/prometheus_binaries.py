@@ -8,7 +8,7 @@ it into the cache (`$QMS_CACHE`, default ~/.cache/qms, as the control plane's
 binaries): nothing system-wide changes and no daemon starts. Both binaries are Go
 programs linked against libc only.
 
-    python3 tests/monitoring/prometheus_tools.py   # prints the directory of both binaries
+    python3 tests/cluster/qms_testkit/prometheus_binaries.py  # prints the binaries' directory
 
 `QMS_PROMETHEUS_BIN` names a directory that already holds both (no download).
 """
@@ -84,5 +84,5 @@ if __name__ == "__main__":
     try:
         print(ensure())
     except (RuntimeError, subprocess.CalledProcessError) as error:
-        print(f"prometheus_tools: {error}", file=sys.stderr)
+        print(f"prometheus_binaries: {error}", file=sys.stderr)
         sys.exit(1)

@@ -1,5 +1,5 @@
 """The API layer's media and speech paths in process, over the FAKE backend and the FAKE
-media side (fake_backend.py): the same road as a real Qwen3-Omni server (decoding, the
+media side (qms_testkit.fake_backend): the same road as a real Qwen3-Omni server (decoding, the
 processor's inputs as the prompt, speech as a WAV), without a model. The real model's
 side of it is test_multimodal.py and test_real_checkpoints.py."""
 
@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_backend import FakeBackend, FakeMedia, fake_app
 from fastapi.testclient import TestClient
-from media_support import data_url, png, tone
+
+from qms_testkit.fake_backend import FakeBackend, FakeMedia, fake_app
+from qms_testkit.media import data_url, png, tone
 
 pytestmark = pytest.mark.runtime
 

@@ -1,5 +1,5 @@
-"""Test data shared by the unit and e2e tiers: examples, the invalid-CR corpus and an
-offline validator for the generated CRD schema."""
+"""Test data shared by the operator, repository and e2e tiers: the deploy examples, the
+invalid-CR corpus (tests/invalid) and an offline validator for the generated CRD schema."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
 CRD_FILE = ROOT / "crds" / "modelservers.serving.qms.io.yaml"
 

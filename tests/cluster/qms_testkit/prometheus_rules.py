@@ -3,7 +3,7 @@
 The Prometheus Operator turns a PrometheusRule's `spec` into a rule file; this does
 the same for promtool and for the Prometheus the tests start:
 
-    python3 tests/monitoring/prometheus_rules.py OUT.yaml [PROMETHEUSRULE.yaml]
+    python3 tests/cluster/qms_testkit/prometheus_rules.py OUT.yaml [PROMETHEUSRULE.yaml]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROMETHEUS_RULE = ROOT / "deploy" / "monitoring" / "prometheusrule.yaml"
 ALERT_TESTS = ROOT / "tests" / "monitoring"  # the *.test.yaml files
 RULE_FILE_NAME = "qms-rules.yaml"  # the name the alert tests' rule_files use
