@@ -18,7 +18,7 @@ import pydantic
 
 from .announce import TERMINATING, Announcer
 from .apply import Api, ApiError, NotServed
-from .builders import OPTIONAL_KINDS, desired_children, unwanted_kinds
+from .builders import OPTIONAL_KINDS, WORKLOAD_KIND, desired_children, unwanted_kinds
 from .clock import utc_now
 from .diff import differences
 from .pods import last_words
@@ -127,7 +127,7 @@ class Reconciler:
                 self.announce.event(server, "Warning", "InvalidSpec", error)
             return True
         replace_one = replace_one_at_a_time(
-            spec, self.store.children(key).get("Deployment"), self.store.pods(key)
+            spec, self.store.children(key).get(WORKLOAD_KIND), self.store.pods(key)
         )
         desired = desired_children(name, namespace, meta["uid"], spec, replace_one)
         changed, errors, unavailable = await self._apply_children(server, spec, desired)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .builders import service_url
+from .builders import OWN_CONDITION_KINDS, WORKLOAD_KIND, service_url
 from .builders.names import SPEC_HASH_ANNOTATION, selector_string
 from .pods import pod_problem
 from .rollout import dig as _get
@@ -77,7 +77,7 @@ def _child(
         return ChildStatus(kind=kind, name=name, ready=False, message=not_served(desired))
     if kind not in live:
         return ChildStatus(kind=kind, name=name, ready=False, message="missing")
-    if kind == "Deployment" and not deployment_done:
+    if kind == WORKLOAD_KIND and not deployment_done:
         return ChildStatus(kind=kind, name=name, ready=False, message=deployment_message)
     return ChildStatus(kind=kind, name=name, ready=True)
 
@@ -87,7 +87,7 @@ def _template_hash(desired: list[dict[str, Any]]) -> str:
         next(
             c["spec"]["template"]["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
             for c in desired
-            if c["kind"] == "Deployment"
+            if c["kind"] == WORKLOAD_KIND
         )
     )
 
@@ -112,7 +112,7 @@ def compute_status(
     now: str,
 ) -> QwenModelServerStatus:
     """The status to write, from the desired children and what was observed."""
-    deployment = seen.children.get("Deployment")
+    deployment = seen.children.get(WORKLOAD_KIND)
     want_hash = _template_hash(desired)
     live_hash = _get(
         deployment, "spec", "template", "metadata", "annotations", SPEC_HASH_ANNOTATION
@@ -178,7 +178,7 @@ def compute_status(
         ),
     ]
     unserved = [c for c in desired if c["kind"] in seen.unavailable]
-    monitor = next((c for c in desired if c["kind"] == "ServiceMonitor"), None)
+    monitor = next((c for c in desired if c["kind"] in OWN_CONDITION_KINDS), None)
     if monitor is not None:
         conditions.append(_monitoring(monitor, seen, gen, now))
     children = [_child(c, seen, deployment_done, deployment_message) for c in desired]

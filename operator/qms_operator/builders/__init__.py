@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..spec import QwenModelServerSpec
 from .gateway import http_route, inference_pool
@@ -14,6 +14,10 @@ from .network import ingress, network_policy, service
 from .workload import deployment, horizontal_pod_autoscaler, pod_disruption_budget
 
 Builder = Callable[[str, str, str, QwenModelServerSpec], dict[str, Any]]
+# What the server's status reads of a child kind (status.py): "exists" (Ready needs it to
+# exist as desired), "rollout" (the workload: Ready also needs its rollout done and its
+# pods healthy), "condition" (its own condition, MonitoringReady; never holds Ready back).
+StatusRole = Literal["exists", "rollout", "condition"]
 
 
 def plural(kind: str) -> str:
@@ -31,14 +35,16 @@ def plural(kind: str) -> str:
 @dataclass(frozen=True)
 class ChildKind:
     """A kind of child the operator makes: what builds it, when the spec wants it, and
-    whether the cluster may lack it (an add-on's CRD: the server is Ready without it).
-    Every child kind is watched (handlers.py) and primed in the cache (runner.py)."""
+    whether the cluster may lack it (an add-on's CRD: the server is Ready without it),
+    and what the status reads of it (`status`). Every child kind is watched (handlers.py)
+    and primed in the cache (runner.py)."""
 
     api_version: str
     kind: str
     build: Builder
     wanted: Callable[[QwenModelServerSpec], bool]
     optional: bool = False
+    status: StatusRole = "exists"
 
     @property
     def resource(self) -> tuple[str, str, str]:
@@ -51,7 +57,7 @@ class ChildKind:
 # runner all read it.
 CHILD_KINDS: list[ChildKind] = [
     ChildKind("v1", "Service", service, lambda s: True),
-    ChildKind("apps/v1", "Deployment", deployment, lambda s: True),
+    ChildKind("apps/v1", "Deployment", deployment, lambda s: True, status="rollout"),
     ChildKind(
         "autoscaling/v2",
         "HorizontalPodAutoscaler",
@@ -81,9 +87,14 @@ CHILD_KINDS: list[ChildKind] = [
         service_monitor,
         lambda s: s.monitoring.service_monitor,
         optional=True,  # the Prometheus Operator's CRD
+        status="condition",
     ),
 ]
 OPTIONAL_KINDS = frozenset(child.kind for child in CHILD_KINDS if child.optional)
+# The one kind whose rollout and pods the status follows (the Deployment).
+(WORKLOAD_KIND,) = [child.kind for child in CHILD_KINDS if child.status == "rollout"]
+# The kinds with a condition of their own (the ServiceMonitor: MonitoringReady).
+OWN_CONDITION_KINDS = frozenset(child.kind for child in CHILD_KINDS if child.status == "condition")
 
 
 def desired_children(
@@ -100,7 +111,7 @@ def desired_children(
     if replace_one:
         children = [
             deployment(server, namespace, uid, spec, replace_one=True)
-            if c["kind"] == "Deployment"
+            if c["kind"] == WORKLOAD_KIND
             else c
             for c in children
         ]
@@ -115,7 +126,10 @@ def unwanted_kinds(spec: QwenModelServerSpec) -> list[tuple[str, str]]:
 __all__ = [
     "CHILD_KINDS",
     "OPTIONAL_KINDS",
+    "OWN_CONDITION_KINDS",
+    "WORKLOAD_KIND",
     "ChildKind",
+    "StatusRole",
     "child_labels",
     "desired_children",
     "owner_reference",
