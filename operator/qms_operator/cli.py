@@ -1,4 +1,4 @@
-"""`qms-operator`: run the operator, or print the CRD."""
+"""`qms-operator`: run the operator, print the CRD, or size a Qwen model for GPUs."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ def _parser() -> argparse.ArgumentParser:
         "--lease-namespace", default="", help="namespace of the leader Lease (empty: none)"
     )
     run.add_argument("--verbose", action="store_true", help="debug logging")
+    size = sub.add_parser(
+        "size", help="what a Qwen model of the catalog needs, and how many GPUs of each type"
+    )
+    size.add_argument("model", help="catalog name or Hugging Face repo id, e.g. qwen3-8b")
+    size.add_argument("--gpu", help="one accelerator type (label value), e.g. nvidia-h200")
+    size.add_argument("--context", type=int, help="max_model_len (default: the model's)")
+    size.add_argument("--batch", type=int, default=1, help="sequences of that length at once")
+    size.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    size.add_argument("--int8", action="store_true", help="int8 weight-only quantization")
+    size.add_argument("--no-speech", action="store_true", help="Qwen3-Omni without speech out")
+    size.add_argument("--json", action="store_true", help="one JSON object")
     return parser
 
 
@@ -36,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(crd_yaml())
         return 0
+    if args.command == "size":
+        from .sizing_cli import size_command
+
+        return size_command(args)
     from .runner import run
 
     return run(args)

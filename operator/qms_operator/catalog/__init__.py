@@ -1,0 +1,24 @@
+"""What the operator knows of Qwen models and GPUs (data, with sources) and the sizing
+arithmetic over them: pure, no I/O (`qms-operator size` prints it)."""
+
+from .gpus import GPUS, GpuType, find_gpu
+from .models import MODELS, SOURCES, QwenModel, Sampling, TextArch, find_model
+from .sizing import Need, gpus_needed, kv_bytes_per_token, need, parameters, text_params
+
+__all__ = [
+    "GPUS",
+    "MODELS",
+    "SOURCES",
+    "GpuType",
+    "Need",
+    "QwenModel",
+    "Sampling",
+    "TextArch",
+    "find_gpu",
+    "find_model",
+    "gpus_needed",
+    "kv_bytes_per_token",
+    "need",
+    "parameters",
+    "text_params",
+]
