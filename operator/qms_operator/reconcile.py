@@ -19,6 +19,7 @@ import pydantic
 from .announce import TERMINATING, Announcer
 from .apply import Api, ApiError, NotServed
 from .builders import OPTIONAL_KINDS, WORKLOAD_KIND, desired_children, unwanted_kinds
+from .catalog import does_not_fit
 from .clock import utc_now
 from .diff import differences
 from .pods import last_words
@@ -120,11 +121,13 @@ class Reconciler:
             spec = parse_spec(server.get("spec") or {})
         except pydantic.ValidationError as exc:
             error = f"invalid spec: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-            invalid = failed_status(current, generation, "InvalidSpec", error, utc_now())
-            if invalid != current:
-                await self._call(self.api.patch_status, namespace, name, invalid)
-            if current.get("reason") != error or current.get("observedGeneration") != generation:
-                self.announce.event(server, "Warning", "InvalidSpec", error)
+            await self._refuse_spec(server, "InvalidSpec", error)
+            return True
+        # A model of the catalog too big for every GPU type the spec accepts: nothing is
+        # applied (no pod pulls an image to find out); children of an earlier spec stay.
+        too_big = does_not_fit(spec)
+        if too_big is not None:
+            await self._refuse_spec(server, "DoesNotFit", too_big)
             return True
         replace_one = replace_one_at_a_time(
             spec, self.store.children(key).get(WORKLOAD_KIND), self.store.pods(key)
@@ -157,6 +160,18 @@ class Reconciler:
                 errors.append(str(exc))
         # An optional kind not served is retried (with backoff) to see its CRD arrive.
         return not errors and not unavailable
+
+    async def _refuse_spec(self, server: dict[str, Any], reason: str, message: str) -> None:
+        """A spec the operator will not act on: Stalled with `reason`, one Warning Event
+        per message and generation."""
+        meta = server["metadata"]
+        generation = meta.get("generation", 0)
+        current = server.get("status") or {}
+        refused = failed_status(current, generation, reason, message, utc_now())
+        if refused != current:
+            await self._call(self.api.patch_status, meta["namespace"], meta["name"], refused)
+        if current.get("reason") != message or current.get("observedGeneration") != generation:
+            self.announce.event(server, "Warning", reason, message)
 
     def _forget(self, key: Key) -> None:
         self._refused.pop(key, None)

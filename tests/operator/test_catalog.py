@@ -22,6 +22,7 @@ from qms_operator.catalog import (
     GPUS,
     MODELS,
     SOURCES,
+    does_not_fit,
     find_gpu,
     find_model,
     gpus_needed,
@@ -141,6 +142,61 @@ def test_the_seed_example_does_not_fit_one_t4_and_fits_one_h200() -> None:
     assert (gpus_needed(required, t4), gpus_needed(required, h200)) == (5, 1)
     thinker_int8 = need(omni, "bfloat16", int8=True, speech=False, context=32_768)
     assert thinker_int8.weights == 31_402_150_112 + 2 * 317_055_376
+
+
+# ------------------------------------------------------- the check of a spec
+def _spec(name: str, gpu: dict[str, Any], **runtime: Any) -> Any:
+    from qms_operator.spec import parse_spec
+
+    source = {"imagePath": "/models/m"}
+    return parse_spec({"model": {"name": name, "source": source}, "resources": {"gpu": gpu},
+                       "runtime": runtime})  # fmt: skip
+
+
+def test_what_would_fit_is_named() -> None:
+    """Qwen3-14B on one L4: two L4s, one L40S, or int8 would hold it; its weights alone
+    do not fit one L4, so a shorter context is not offered."""
+    message = does_not_fit(_spec("qwen3-14b", {"count": 1, "acceleratorTypes": ["nvidia-l4"]}))
+    assert message is not None
+    assert message.startswith("qwen3-14b does not fit: it needs at least 33.9 GiB per replica ")
+    assert message.endswith(
+        "but 1 x L4 has 22.5 GiB; use resources.gpu.count: 2 (L4), or acceleratorTypes "
+        "[nvidia-l40s] (one L40S holds it), or runtime.quantization: int8 (at least 20.2 GiB)"
+    )
+    # Qwen3-8B at its full 40,960 tokens x 8 on one L4: weights fit, the cache does not.
+    long = _spec("qwen3-8b", {"count": 1, "acceleratorTypes": ["nvidia-l4"]},
+                 batching={"maxModelLen": 40_960})  # fmt: skip
+    assert does_not_fit(long) is None  # one sequence of 40,960 tokens: 5.6 GiB of cache
+    # Qwen3-30B-A3B-Instruct-2507 at its native 262,144 tokens on one H100: every way out.
+    h100 = {"count": 1, "acceleratorTypes": ["nvidia-h100-80gb"]}
+    native = _spec("Qwen/Qwen3-30B-A3B-Instruct-2507", h100, batching={"maxModelLen": 262_144})
+    assert does_not_fit(native) == (
+        "qwen3-30b-a3b-instruct-2507 does not fit: it needs at least 83.7 GiB per replica "
+        "(weights 56.9 GiB at bfloat16, KV cache 24.0 GiB for 262,144 tokens, headroom "
+        "2.8 GiB) but 1 x H100 80GB has 79.6 GiB; use resources.gpu.count: 2 (H100 80GB), "
+        "or acceleratorTypes [nvidia-h100-nvl] (one H100 NVL holds it), or "
+        "runtime.quantization: int8 (at least 54.2 GiB), or a shorter "
+        "runtime.batching.maxModelLen"
+    )
+    speech = _spec("qwen3-omni-30b-a3b-instruct", {"count": 1, "acceleratorTypes": ["nvidia-l4"]},
+                   audioOutput=True)  # fmt: skip
+    assert ", speech on, KV cache" in (does_not_fit(speech) or "")
+
+
+def test_the_check_stays_out_of_what_it_cannot_know() -> None:
+    t4 = {"count": 1, "acceleratorTypes": ["nvidia-tesla-t4"]}
+    omni = "qwen3-omni-30b-a3b-instruct"
+    assert does_not_fit(_spec(omni, t4)) is not None
+    assert does_not_fit(_spec("my-finetune", t4)) is None  # not in the catalog
+    assert does_not_fit(_spec(omni, {**t4, "fitCheck": False})) is None
+    assert does_not_fit(_spec(omni, {"count": 0})) is None  # CPU: the runtime checks RAM
+    assert does_not_fit(_spec(omni, {"count": 1})) is None  # any GPU type: unknown memory
+    unknown = {"count": 1, "acceleratorTypes": ["nvidia-tesla-t4", "acme-npu"]}
+    assert does_not_fit(_spec(omni, unknown)) is None  # acme-npu might hold it
+    assert does_not_fit(_spec(omni, {"count": 5, "acceleratorTypes": ["nvidia-tesla-t4"]})) is None
+    int8 = _spec(omni, {"count": 1, "acceleratorTypes": ["nvidia-a100-40gb"]},
+                 quantization="int8")  # fmt: skip
+    assert does_not_fit(int8) is None  # 31.7 GB of int8 weights and 3 GiB of cache in 40 GB
 
 
 # --------------------------------------------------- the same files, both checks

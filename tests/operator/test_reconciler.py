@@ -273,6 +273,48 @@ def test_an_invalid_spec_is_reported_once() -> None:
     assert status(store)["phase"] == "Failed"
 
 
+SEED_ON_T4 = {
+    "model": {"name": "qwen3-omni-30b-a3b-instruct", "source": {"imagePath": "/models/omni"}},
+    "resources": {"gpu": {"count": 1, "acceleratorTypes": ["nvidia-tesla-t4"]}},
+}
+DOES_NOT_FIT = (
+    "qwen3-omni-30b-a3b-instruct does not fit: it needs at least 65.0 GiB per replica "
+    "(weights 59.1 GiB at bfloat16, KV cache 3.0 GiB for 32,768 tokens, headroom 3.0 GiB) "
+    "but 1 x T4 has 15.0 GiB; use resources.gpu.count: 5 (T4), or acceleratorTypes "
+    "[nvidia-a100-80gb] (one A100 80GB holds it)"
+)
+
+
+def test_a_model_too_big_for_its_gpus_applies_nothing_and_stalls_once() -> None:
+    """The seed article's example: Qwen3-Omni-30B-A3B-Instruct on one T4."""
+    reconciler, api, store, _ = setup(SEED_ON_T4)
+    for _ in range(3):
+        assert reconcile(reconciler) is True
+    assert api.attempts == []  # no child, so no pod pulls an image to find out
+    assert len(api.statuses) == 1
+    assert warnings(api) == [("DoesNotFit", DOES_NOT_FIT)]
+    assert condition(store, "Stalled") == ("True", "DoesNotFit", DOES_NOT_FIT)
+    assert condition(store, "Ready")[:2] == ("False", "DoesNotFit")
+    assert (status(store)["phase"], status(store)["reason"]) == ("Failed", DOES_NOT_FIT)
+
+    server = store.servers[KEY]
+    gpu = {"count": 1, "acceleratorTypes": ["nvidia-tesla-t4", "nvidia-h200"]}
+    spec = {**SEED_ON_T4, "resources": {"gpu": gpu}}
+    store.put_server({**server, "spec": spec, "metadata": {**server["metadata"], "generation": 2}})
+    assert reconcile(reconciler) is True  # an H200 holds it: everything is applied
+    assert sorted(api.applied) == ["Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service"]
+    assert condition(store, "Stalled")[:2] == ("False", "NotStalled")
+    assert len(warnings(api)) == 1
+
+
+def test_fit_check_false_leaves_the_check_to_the_runtime() -> None:
+    gpu = {**SEED_ON_T4["resources"]["gpu"], "fitCheck": False}  # type: ignore[index]
+    reconciler, api, _, _ = setup({**SEED_ON_T4, "resources": {"gpu": gpu}})
+    assert reconcile(reconciler) is True
+    assert "Deployment" in api.applied
+    assert warnings(api) == []
+
+
 def test_the_children_are_built_once_per_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same desired children are applied and judged by status: built once."""
     calls: list[tuple[str, str]] = []

@@ -1,6 +1,7 @@
 """What the operator knows of Qwen models and GPUs (data, with sources) and the sizing
 arithmetic over them: pure, no I/O (`qms-operator size` prints it)."""
 
+from .fit import does_not_fit, spec_need
 from .gpus import GPUS, GpuType, find_gpu
 from .models import MODELS, SOURCES, QwenModel, Sampling, TextArch, find_model
 from .sizing import Need, gpus_needed, kv_bytes_per_token, need, parameters, text_params
@@ -14,11 +15,13 @@ __all__ = [
     "QwenModel",
     "Sampling",
     "TextArch",
+    "does_not_fit",
     "find_gpu",
     "find_model",
     "gpus_needed",
     "kv_bytes_per_token",
     "need",
     "parameters",
+    "spec_need",
     "text_params",
 ]

@@ -53,6 +53,14 @@ class Gpu(SpecModel):
         pattern=LABEL_KEY,
         description="Node label key that holds the accelerator type.",
     )
+    fit_check: bool = Field(
+        default=True,
+        description="Before any pod starts, check that a Qwen model the operator knows "
+        "(qms-operator size lists them) fits count x the memory of an accepted accelerator "
+        "type: weights, the KV cache of one maxModelLen sequence and headroom. When it "
+        "does not, the server is Stalled (DoesNotFit) and no child is applied. false turns "
+        "this check off (the runtime's own check in the pod stays).",
+    )
 
 
 class Resources(SpecModel):
