@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job (README's first command): set up, start the local control plane
 # with its real node, build both images and load them into that node, install
-# QMS (the operator runs as a pod), reconcile the seed article's example on the
-# kwok GPU nodes, then serve a tiny Qwen3 from real pods and ask it through its
+# QMS (the operator runs as a pod), show the seed article's example refused (its
+# model does not fit one T4) and then Ready on the kwok H200 nodes, then serve a tiny Qwen3 from real pods and ask it through its
 # Service with the official openai client.
 # Where the real node cannot run (no root), the operator runs on the host and the
 # runtime answers on a local port instead.
@@ -35,11 +35,17 @@ else
   for _ in $(seq 100); do curl -sf localhost:18081/healthz >/dev/null && break; sleep 0.2; done
 fi
 
-echo "== the seed article's example QwenModelServer (kwok T4 nodes)"
+echo "== the seed article's example QwenModelServer: Qwen3-Omni-30B-A3B-Instruct on one T4"
 kubectl create namespace qms-demo --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply -f deploy/demo/weights.yaml
 kubectl wait -n qms-demo --for=jsonpath='{.status.phase}'=Bound pvc/qwen-weights --timeout=60s
 kubectl apply -n qms-demo -f deploy/examples/seed-faithful.yaml
+kubectl wait -n qms-demo --for=jsonpath='{.status.conditions[?(@.type=="Stalled")].reason}'=DoesNotFit \
+  modelserver/qwen3-omni --timeout=60s
+kubectl get modelservers -n qms-demo -o wide
+echo "== the same spec accepting H200s instead (kwok nodes)"
+kubectl patch modelserver qwen3-omni -n qms-demo --type=merge \
+  -p '{"spec":{"resources":{"gpu":{"acceleratorTypes":["nvidia-h200"]}}}}'
 kubectl wait -n qms-demo --for=condition=Ready modelserver/qwen3-omni --timeout=180s
 kubectl get modelservers -n qms-demo -o wide
 kubectl get deployments,services,hpa,pdb,networkpolicies,ingresses,pods -n qms-demo -o wide

@@ -34,6 +34,10 @@ from qms_testkit.examples import invalid_cases
 NAMESPACE_PREFIX = "op-"  # the operator fixture watches these (conftest.py)
 
 SEED = (ROOT / "deploy/examples/seed-faithful.yaml").read_text()
+# The seed article's example does not fit its one T4 (the operator's fit check stalls it);
+# on one H200 it does, with everything else as the article gives it.
+SEED_H200 = SEED.replace("acceleratorTypes: [nvidia-tesla-t4]", "acceleratorTypes: [nvidia-h200]")
+H200_NODES = {"gpu-h200-a", "gpu-h200-b", "spot-h200-c"}
 SMALL = """
 apiVersion: serving.qms.io/v1alpha1
 kind: QwenModelServer
@@ -76,7 +80,7 @@ def seed(cluster: Cluster, ns: str) -> dict[str, Any]:
         ),
         60,
     )
-    apply_yaml(cluster, ns, SEED)
+    apply_yaml(cluster, ns, SEED_H200)
     return wait_for("seed example Ready", lambda: is_ready(cluster, "qwen3-omni", ns), 90)
 
 
@@ -105,7 +109,8 @@ def test_seed_example_converges(cluster: Cluster, op: Operator, ns: str) -> None
         )
     pods = items(cluster, "pods", ns, "app.kubernetes.io/instance=qwen3-omni")
     assert len(pods) == 2  # the HPA's minReplicas
-    assert {p["spec"]["nodeName"] for p in pods} == {"gpu-t4-a", "gpu-t4-b"}  # spread, T4 only
+    nodes = {p["spec"]["nodeName"] for p in pods}
+    assert len(nodes) == 2 and nodes <= H200_NODES  # spread over zones, H200 only
     status = server["status"]
     assert status["observedGeneration"] == server["metadata"]["generation"]
     assert (status["phase"], status["ready"], status["readyReplicas"]) == ("Ready", "2/2", 2)
@@ -339,13 +344,58 @@ def test_deleting_the_server_collects_its_children(cluster: Cluster, op: Operato
         )  # type: ignore[misc]
 
 
+def test_the_seed_example_does_not_fit_one_t4_and_starts_nothing_until_it_does(
+    cluster: Cluster, op: Operator, ns: str
+) -> None:
+    """Qwen3-Omni-30B-A3B-Instruct on one T4 (16 GB): Stalled before any pod, with both
+    numbers and what would fit; on one H200 (the same spec, another accelerator type) it
+    becomes Ready on the kwok H200 nodes."""
+    apply_yaml(cluster, ns, WEIGHTS.replace("NS", ns))
+    apply_yaml(cluster, ns, SEED)
+    obj = wait_for(
+        "Stalled DoesNotFit",
+        lambda: (
+            (o := get(cluster, "modelserver", "qwen3-omni", ns))
+            and condition(o, "Stalled").get("reason") == "DoesNotFit"
+            and o
+        ),
+        60,
+    )
+    message = condition(obj, "Stalled")["message"]
+    assert message.startswith(
+        "qwen3-omni-30b-a3b-instruct does not fit: it needs at least 65.0 GiB per replica "
+    )
+    assert "but 1 x T4 has 15.0 GiB; use resources.gpu.count: 5 (T4)" in message
+    assert (obj["status"]["phase"], obj["status"]["reason"]) == ("Failed", message)
+    for kind in ("deployments", "services", "pods", "horizontalpodautoscalers"):
+        assert items(cluster, kind, ns, "") == [], kind
+    warning = wait_for(
+        "DoesNotFit Event",
+        lambda: [e for e in items(cluster, "events", ns, "") if e["reason"] == "DoesNotFit"],
+        30,
+    )
+    assert [(e["type"], e["message"], e.get("count", 1)) for e in warning] == [
+        ("Warning", message, 1)
+    ]
+    table = cluster.kubectl("get", "modelservers", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert "REASON" in table[0].split()
+    assert table[1].startswith("qwen3-omni ") and " Failed " in table[1]
+    assert "qwen3-omni-30b-a3b-instruct does not fit: it needs at least 65.0 GiB" in table[1]
+
+    gpu = {"acceleratorTypes": ["nvidia-h200"]}
+    patch_spec(cluster, "qwen3-omni", ns, {"resources": {"gpu": gpu}})
+    wait_for("Ready on H200", lambda: is_ready(cluster, "qwen3-omni", ns), 90)
+    pods = items(cluster, "pods", ns, "app.kubernetes.io/instance=qwen3-omni")
+    assert len(pods) == 2 and {p["spec"]["nodeName"] for p in pods} <= H200_NODES
+
+
 def test_steady_state_sends_no_writes(cluster: Cluster, crd: None, tmp_path: Path) -> None:
     """Its own operator and namespace, so other tests' namespaces going away don't count."""
     ns = namespace_name("solo-steady")
     cluster.kubectl("create", "namespace", ns)
     apply_yaml(cluster, ns, WEIGHTS.replace("NS", ns))
     with operator(cluster, [ns], "--resync-seconds=5", log=tmp_path / "operator.log") as op:
-        apply_yaml(cluster, ns, SEED)
+        apply_yaml(cluster, ns, SEED_H200)
         apply_yaml(cluster, ns, SMALL)
         wait_for("seed Ready", lambda: is_ready(cluster, "qwen3-omni", ns), 90)
         wait_for("small Ready", lambda: is_ready(cluster, "small", ns), 60)
