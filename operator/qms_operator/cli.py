@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--int8", action="store_true", help="int8 weight-only quantization")
     size.add_argument("--no-speech", action="store_true", help="Qwen3-Omni without speech out")
     size.add_argument("--json", action="store_true", help="one JSON object")
+    sub.add_parser("catalog", help="the Qwen models the operator knows, as a Markdown table")
     return parser
 
 
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         from .sizing_cli import size_command
 
         return size_command(args)
+    if args.command == "catalog":
+        from .sizing_cli import catalog_command
+
+        return catalog_command()
     from .runner import run
 
     return run(args)

@@ -1,5 +1,6 @@
 """`qms-operator size MODEL`: the sizing table of a catalog model, so a user can plan a
-server before writing its YAML (catalog/sizing.py computes; this prints)."""
+server before writing its YAML; `qms-operator catalog`: every model of the catalog as
+the Markdown table docs/operator.md holds (catalog/sizing.py computes; this prints)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,22 @@ import json
 import sys
 from typing import Any
 
-from .catalog import GPUS, find_gpu, find_model, gpus_needed, kv_bytes_per_token, need, parameters
+from .catalog import (
+    GPUS,
+    MODELS,
+    find_gpu,
+    find_model,
+    gpus_needed,
+    kv_bytes_per_token,
+    need,
+    parameters,
+)
 from .catalog.sizing import size
 
 
 def size_command(args: argparse.Namespace) -> int:
     model = find_model(args.model)
     if model is None:
-        from .catalog import MODELS
-
         sys.stderr.write(
             f"qms-operator size: {args.model!r} is not in the catalog; known: {', '.join(MODELS)}\n"
         )
@@ -71,4 +79,32 @@ def size_command(args: argparse.Namespace) -> int:
     sys.stdout.write("\nGPUs per replica (at least; the runtime's own check adds buffers):\n")
     for g in gpus:
         sys.stdout.write(f"  {g.name:10} {g.memory_mib:>7,} MiB  {counts[g.name]}\n")
+    return 0
+
+
+def catalog_markdown() -> str:
+    """The catalog as docs/operator.md shows it (a test fails when the docs are stale)."""
+    lines = [
+        "| model | parameters loaded | weights BF16 | weights int8 | KV cache per token "
+        "(BF16) | context (max_position_embeddings) | inputs besides text | speaks |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model in MODELS.values():
+        text = need(model, "bfloat16", speech=False, context=1)
+        int8 = need(model, "bfloat16", int8=True, speech=False, context=1)
+        speech = ""
+        if model.speaks:
+            speech = f" (+{model.speech_params / 1e9:.2f} B to speak)"
+        lines.append(
+            f"| [{model.name}](https://huggingface.co/{model.repo}) "
+            f"| {parameters(model) / 1e9:.2f} B{speech} | {size(text.weights)} "
+            f"| {size(int8.weights)} | {kv_bytes_per_token(model.arch, 'bfloat16'):,} B "
+            f"| {model.arch.max_positions:,} | {', '.join(model.inputs) or '-'} "
+            f"| {'yes' if model.speaks else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def catalog_command() -> int:
+    sys.stdout.write(catalog_markdown())
     return 0

@@ -307,3 +307,22 @@ def test_size_json_and_bad_input() -> None:
     assert gpu.returncode == 2 and "unknown GPU 'tpu-v5'" in gpu.stderr
     assert math.isclose(out["totalBytes"], out["weightsBytes"] + out["kvCacheBytes"]
                         + out["headroomBytes"])  # fmt: skip
+
+
+def test_the_docs_sizing_table_is_the_catalogs() -> None:
+    from qms_operator.sizing_cli import catalog_markdown
+
+    docs = (ROOT / "docs" / "operator.md").read_text()
+    begin, end = "<!-- catalog:begin -->\n", "<!-- catalog:end -->"
+    held = docs[docs.index(begin) + len(begin) : docs.index(end)]
+    assert held == catalog_markdown(), (
+        "docs/operator.md's sizing table is stale: paste `qms-operator catalog` between "
+        "its catalog markers"
+    )
+    table = catalog_markdown().splitlines()
+    assert len(table) == 2 + len(MODELS)
+    assert table[2] == (
+        "| [qwen3-omni-30b-a3b-instruct](https://huggingface.co/Qwen/Qwen3-Omni-30B-A3B-Instruct)"
+        " | 31.72 B (+3.54 B to speak) | 59.1 GiB | 29.8 GiB | 98,304 B | 65,536 "
+        "| image, audio, video | yes |"
+    )
