@@ -26,6 +26,7 @@ from .spec import (
     QwenModelServerSpec,
     QwenModelServerStatus,
 )
+from .spec.base import PRESET_KEY
 
 Schema = dict[str, Any]
 _DROP = {"title", "additionalProperties", "$defs"}
@@ -109,11 +110,36 @@ def _factory_defaults(node: Schema, model: type[BaseModel]) -> None:
             _factory_defaults(prop.get("items", prop), sub)
 
 
+def _strip_default(node: Schema, value: Any) -> None:
+    """Take the fields a preset may fill out of a default object, at any depth."""
+    if not isinstance(value, dict):
+        return
+    for name, prop in node.get("properties", {}).items():
+        if prop.get(PRESET_KEY):
+            value.pop(name, None)
+        elif name in value:
+            _strip_default(prop, value[name])
+
+
+def _no_preset_defaults(node: Schema) -> None:
+    """Fields a preset may fill get no default from the API server (spec/base.py
+    PRESET_KEY): neither their own nor inside their parents' default objects."""
+    if "default" in node:
+        _strip_default(node, node["default"])
+    for prop in node.get("properties", {}).values():
+        if prop.pop(PRESET_KEY, False):
+            prop.pop("default", None)
+        _no_preset_defaults(prop)
+    if isinstance(node.get("items"), dict):
+        _no_preset_defaults(node["items"])
+
+
 def object_schema(model: type[BaseModel]) -> Schema:
     """The structural OpenAPI schema of a pydantic model (aliases as keys)."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     schema = _convert(raw, raw.get("$defs", {}))
     _factory_defaults(schema, model)
+    _no_preset_defaults(schema)
     return schema
 
 
@@ -163,7 +189,7 @@ PRINTER_COLUMNS = [
     {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
     {"name": "URL", "type": "string", "jsonPath": ".status.url"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    {"name": "GPU", "type": "integer", "jsonPath": ".spec.resources.gpu.count", "priority": 1},
+    {"name": "GPU", "type": "integer", "jsonPath": ".status.effective.gpuCount", "priority": 1},
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
 ]
 

@@ -19,7 +19,7 @@ import pydantic
 from .announce import TERMINATING, Announcer
 from .apply import Api, ApiError, NotServed
 from .builders import OPTIONAL_KINDS, WORKLOAD_KIND, desired_children, unwanted_kinds
-from .catalog import does_not_fit
+from .catalog import UnknownPreset, apply_preset, does_not_fit
 from .clock import utc_now
 from .diff import differences
 from .pods import last_words
@@ -122,6 +122,11 @@ class Reconciler:
         except pydantic.ValidationError as exc:
             error = f"invalid spec: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
             await self._refuse_spec(server, "InvalidSpec", error)
+            return True
+        try:  # spec.model.preset fills what the spec leaves out (never written back)
+            spec = apply_preset(spec)
+        except UnknownPreset as exc:
+            await self._refuse_spec(server, "InvalidSpec", str(exc))
             return True
         # A model of the catalog too big for every GPU type the spec accepts: nothing is
         # applied (no pod pulls an image to find out); children of an earlier spec stay.

@@ -16,7 +16,14 @@ from .builders.names import SPEC_HASH_ANNOTATION, selector_string
 from .pods import pod_problem
 from .rollout import dig as _get
 from .rollout import rollout
-from .spec import ChildStatus, Condition, Phase, QwenModelServerSpec, QwenModelServerStatus
+from .spec import (
+    ChildStatus,
+    Condition,
+    EffectiveSpec,
+    Phase,
+    QwenModelServerSpec,
+    QwenModelServerStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -197,6 +204,12 @@ def compute_status(
         reason=line,
         conditions=conditions,
         children=children,
+        effective=EffectiveSpec(
+            preset=spec.model.preset or "",
+            gpu_count=spec.resources.gpu.count,
+            max_model_len=spec.runtime.batching.max_model_len,
+            startup_budget_seconds=spec.probes.startup.budget_seconds,
+        ),
     )
 
 

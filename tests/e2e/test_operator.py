@@ -382,11 +382,53 @@ def test_the_seed_example_does_not_fit_one_t4_and_starts_nothing_until_it_does(
     assert table[1].startswith("qwen3-omni ") and " Failed " in table[1]
     assert "qwen3-omni-30b-a3b-instruct does not fit: it needs at least 65.0 GiB" in table[1]
 
-    gpu = {"acceleratorTypes": ["nvidia-h200"]}
-    patch_spec(cluster, "qwen3-omni", ns, {"resources": {"gpu": gpu}})
-    wait_for("Ready on H200", lambda: is_ready(cluster, "qwen3-omni", ns), 90)
+    # The preset, on H200s: it fills the context and the startup budget the article
+    # leaves out (its gpu.count: 1 stays, and one H200 holds the model).
+    patch_spec(cluster, "qwen3-omni", ns, {
+        "model": {"preset": "qwen3-omni-30b-a3b-instruct"},
+        "resources": {"gpu": {"acceleratorTypes": ["nvidia-h200"]}},
+    })  # fmt: skip
+    server = wait_for("Ready on H200", lambda: is_ready(cluster, "qwen3-omni", ns), 90)
+    assert server["status"]["effective"] == {
+        "preset": "qwen3-omni-30b-a3b-instruct",
+        "gpuCount": 1,
+        "maxModelLen": 65_536,
+        "startupBudgetSeconds": 2400,
+    }
     pods = items(cluster, "pods", ns, "app.kubernetes.io/instance=qwen3-omni")
     assert len(pods) == 2 and {p["spec"]["nodeName"] for p in pods} <= H200_NODES
+    assert [_runtime_env(p)["QMS_MAX_MODEL_LEN"] for p in pods] == ["65536", "65536"]
+    assert {_runtime(p)["startupProbe"]["failureThreshold"] for p in pods} == {240}
+    # Never written into the spec: the API server defaulted the rest, not these.
+    assert "maxModelLen" not in server["spec"]["runtime"]["batching"]
+    assert "budgetSeconds" not in server["spec"]["probes"]["startup"]
+
+    # A value the spec sets wins over the preset's.
+    patch_spec(cluster, "qwen3-omni", ns, {"runtime": {"batching": {"maxModelLen": 16384}}})
+    wait_for(
+        "maxModelLen 16384 rolled out",
+        lambda: (
+            (o := get(cluster, "modelserver", "qwen3-omni", ns))
+            and o["status"].get("effective", {}).get("maxModelLen") == 16_384
+            and is_ready(cluster, "qwen3-omni", ns)
+            and {
+                _runtime_env(p)["QMS_MAX_MODEL_LEN"]
+                for p in items(cluster, "pods", ns, "app.kubernetes.io/instance=qwen3-omni")
+                if not p["metadata"].get("deletionTimestamp")
+            }
+            == {"16384"}
+        ),
+        120,
+    )
+
+
+def _runtime(pod: dict[str, Any]) -> dict[str, Any]:
+    [container] = [c for c in pod["spec"]["containers"] if c["name"] == "runtime"]
+    return container
+
+
+def _runtime_env(pod: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in _runtime(pod).get("env", [])}
 
 
 def test_steady_state_sends_no_writes(cluster: Cluster, crd: None, tmp_path: Path) -> None:

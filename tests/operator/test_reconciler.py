@@ -315,6 +315,37 @@ def test_fit_check_false_leaves_the_check_to_the_runtime() -> None:
     assert warnings(api) == []
 
 
+def test_a_preset_fills_the_children_and_the_status_shows_what_was_used() -> None:
+    """The seed example with the preset and no gpu.count: five T4s hold it."""
+    model = {**SEED_ON_T4["model"], "preset": "qwen3-omni-30b-a3b-instruct"}  # type: ignore[dict-item]
+    gpu = {"acceleratorTypes": ["nvidia-tesla-t4"]}
+    reconciler, api, store, _ = setup({"model": model, "resources": {"gpu": gpu}})
+    assert reconcile(reconciler) is True
+    assert warnings(api) == []
+    live = store.children(KEY)["Deployment"]["spec"]["template"]["spec"]
+    [runtime] = [c for c in live["containers"] if c["name"] == "runtime"]
+    assert runtime["resources"]["limits"]["nvidia.com/gpu"] == "5"
+    env = {e["name"]: e.get("value") for e in runtime["env"]}
+    assert env["QMS_MAX_MODEL_LEN"] == "65536"
+    assert status(store)["effective"] == {
+        "preset": "qwen3-omni-30b-a3b-instruct",
+        "gpuCount": 5,
+        "maxModelLen": 65_536,
+        "startupBudgetSeconds": 2400,
+    }
+    assert store.servers[KEY]["spec"]["resources"]["gpu"] == gpu  # never written
+
+
+def test_an_unknown_preset_is_an_invalid_spec() -> None:
+    model = {**SEED_ON_T4["model"], "preset": "llama-3-8b"}  # type: ignore[dict-item]
+    reconciler, api, store, _ = setup({**SEED_ON_T4, "model": model})
+    assert reconcile(reconciler) is True
+    assert api.attempts == []
+    [(reason, message)] = warnings(api)
+    assert reason == "InvalidSpec" and message.startswith("model.preset 'llama-3-8b' is not")
+    assert condition(store, "Stalled")[:2] == ("True", "InvalidSpec")
+
+
 def test_the_children_are_built_once_per_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same desired children are applied and judged by status: built once."""
     calls: list[tuple[str, str]] = []

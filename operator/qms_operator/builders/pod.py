@@ -40,13 +40,15 @@ DOWNLOAD_RESOURCES = {
 def spec_hash(spec: QwenModelServerSpec) -> str:
     """Hash of what the pods run (model and runtime); a change rolls the pods.
 
-    A source added later (image, huggingFace) is left out while unset, so that
-    upgrading the operator does not roll the pods of every server.
+    A field added later (the image and huggingFace sources, model.preset) is left out
+    while unset, so that upgrading the operator does not roll the pods of every server.
     """
     payload = spec.model_dump(mode="json", by_alias=True, include={"model", "runtime"})
     for added in ("image", "huggingFace"):
         if payload["model"]["source"][added] is None:
             del payload["model"]["source"][added]
+    if payload["model"]["preset"] is None:
+        del payload["model"]["preset"]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

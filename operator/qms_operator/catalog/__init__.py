@@ -4,6 +4,7 @@ arithmetic over them: pure, no I/O (`qms-operator size` prints it)."""
 from .fit import does_not_fit, spec_need
 from .gpus import GPUS, GpuType, find_gpu
 from .models import MODELS, SOURCES, QwenModel, Sampling, TextArch, find_model
+from .presets import UnknownPreset, apply_preset
 from .sizing import Need, gpus_needed, kv_bytes_per_token, need, parameters, text_params
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "QwenModel",
     "Sampling",
     "TextArch",
+    "UnknownPreset",
+    "apply_preset",
     "does_not_fit",
     "find_gpu",
     "find_model",

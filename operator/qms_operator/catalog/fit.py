@@ -14,7 +14,7 @@ from .sizing import Need, gpus_needed, need, size
 
 def spec_need(spec: QwenModelServerSpec) -> Need | None:
     """The least one replica of this spec needs, or None when the model is unknown."""
-    model = find_model(spec.model.name)
+    model = find_model(spec.model.preset or spec.model.name)
     if model is None:
         return None
     dtype = "bfloat16" if spec.runtime.dtype == "auto" else spec.runtime.dtype

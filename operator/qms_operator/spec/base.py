@@ -25,6 +25,13 @@ class SpecModel(BaseModel):
     )
 
 
+# A field a preset (spec.model.preset) may fill: the CRD gives it no default (nor does
+# the default of the object around it), so a value present in the object is one the
+# user wrote; the operator applies the pydantic default, or the preset's value.
+PRESET_KEY = "x-qms-preset"
+PRESET_FILLS: dict[str, Any] = {PRESET_KEY: True}
+
+
 def cel(*rules: tuple[str, str, str]) -> dict[str, Any]:
     """Build ``json_schema_extra`` holding CEL rules as (rule, message, field path)."""
     return {

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import DNS_LABEL, DNS_SUBDOMAIN, SpecModel, cel
+from .base import DNS_LABEL, DNS_SUBDOMAIN, PRESET_FILLS, SpecModel, cel
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/qms-io/qms-runtime:0.1.0"
 MODEL_MOUNT_PATH = "/models"
@@ -168,6 +168,15 @@ class ModelSpec(SpecModel):
         "manifest before loading; a corrupt or missing file stops the pod with a "
         "message naming it.",
     )
+    preset: str | None = Field(
+        default=None,
+        max_length=128,
+        description="A Qwen model the operator knows (`qms-operator catalog` lists them), "
+        "e.g. qwen3-omni-30b-a3b-instruct: it fills what this spec leaves out (GPUs per "
+        "replica for the accepted accelerator types, runtime.batching.maxModelLen, "
+        "probes.startup.budgetSeconds) and status.effective shows the values used. What "
+        "the spec sets always wins; the spec is never written.",
+    )
 
 
 class Batching(SpecModel):
@@ -190,7 +199,9 @@ class Batching(SpecModel):
         default=32768,
         ge=16,
         le=1048576,
-        description="Context limit: prompt plus generated tokens of one request.",
+        description="Context limit: prompt plus generated tokens of one request. Default "
+        "32768, or with model.preset the model's own context, capped to what the GPUs hold.",
+        json_schema_extra=PRESET_FILLS,
     )
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from .base import DNS_SUBDOMAIN, Quantity, SpecModel, cel
+from .base import DNS_SUBDOMAIN, PRESET_FILLS, Quantity, SpecModel, cel
 
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915")
 LABEL_KEY = (
@@ -28,16 +28,23 @@ class Gpu(SpecModel):
 
     model_config = SpecModel.model_config | {
         "json_schema_extra": cel(
-            ("self.count >= 0", "gpu.count must be 0 or more", ".count"),
+            ("!has(self.count) || self.count >= 0", "gpu.count must be 0 or more", ".count"),
             (
-                "size(self.acceleratorTypes) == 0 || self.count > 0",
+                "size(self.acceleratorTypes) == 0 || !has(self.count) || self.count > 0",
                 "acceleratorTypes needs gpu.count > 0",
                 ".acceleratorTypes",
             ),
         )
     }
 
-    count: int = Field(default=1, ge=0, le=64, description="GPUs per replica (requests = limits).")
+    count: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="GPUs per replica (requests = limits). Default 1, or with model.preset "
+        "the fewest that hold the model on every accepted accelerator type.",
+        json_schema_extra=PRESET_FILLS,
+    )
     resource_name: Literal["nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915"] = Field(
         default="nvidia.com/gpu", description="Extended resource name of the GPU device plugin."
     )
@@ -113,7 +120,9 @@ class StartupProbe(SpecModel):
         le=86400,
         description="How long the model may take to verify, load and warm up before "
         "the pod is restarted. Liveness and readiness wait until the startup probe "
-        "passes. 30 minutes suits a 30B model read from a network volume.",
+        "passes. Default 1800 (30 minutes suits a 30B model read from a network volume), "
+        "or with model.preset 600 s plus 30 s per GiB of the model's weights.",
+        json_schema_extra=PRESET_FILLS,
     )
     period_seconds: int = Field(default=10, ge=1, le=300, description="Seconds between checks.")
 
@@ -124,7 +133,8 @@ class Probes(SpecModel):
     model_config = SpecModel.model_config | {
         "json_schema_extra": cel(
             (
-                "self.startup.budgetSeconds >= self.startup.periodSeconds",
+                "!has(self.startup.budgetSeconds) "
+                "|| self.startup.budgetSeconds >= self.startup.periodSeconds",
                 "probes.startup.budgetSeconds must be at least periodSeconds",
                 ".startup.budgetSeconds",
             )

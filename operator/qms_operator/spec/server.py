@@ -119,6 +119,16 @@ class ChildStatus(StatusModel):
     message: str = Field(default="", description="Why not, when not ready.")
 
 
+class EffectiveSpec(StatusModel):
+    """What the server runs with where the spec may leave a value to a preset or a
+    default: the spec is never written, this says what was used."""
+
+    preset: str = Field(default="", description="spec.model.preset, if any.")
+    gpu_count: int = Field(default=0, description="GPUs per replica.")
+    max_model_len: int = Field(default=0, description="runtime.batching.maxModelLen used.")
+    startup_budget_seconds: int = Field(default=0, description="probes.startup.budgetSeconds used.")
+
+
 class QwenModelServerStatus(StatusModel):
     """Observed state, written only by the operator."""
 
@@ -140,6 +150,10 @@ class QwenModelServerStatus(StatusModel):
     reason: str = Field(default="", description="One-line cause of the current phase.")
     conditions: list[Condition] = Field(default_factory=list, description="kstatus conditions.")
     children: list[ChildStatus] = Field(default_factory=list, description="Per-child readiness.")
+    effective: EffectiveSpec | None = Field(
+        default=None,
+        description="The values used where the spec left them to model.preset or a default.",
+    )
 
 
 def parse_spec(spec: dict[str, Any]) -> QwenModelServerSpec:
