@@ -26,6 +26,9 @@ if [ "$REAL_NODE" = 1 ]; then
   qms-cluster images --load
   echo "== QMS installed with kubectl apply -k deploy/overlays/local (operator in a pod)"
   kubectl apply --server-side -k deploy/overlays/local
+  # The image keeps its tag (:dev) when rebuilt: restart the pods so a second run of the
+  # demo runs the operator just built, not the one a first run left running.
+  kubectl rollout restart -n qms-system deployment/qms-operator
   kubectl rollout status -n qms-system deployment/qms-operator --timeout=180s
 else
   echo "== operator on the host (log: $DEMO/operator.log)"
@@ -39,15 +42,17 @@ echo "== the seed article's example QwenModelServer: Qwen3-Omni-30B-A3B-Instruct
 kubectl create namespace qms-demo --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply -f deploy/demo/weights.yaml
 kubectl wait -n qms-demo --for=jsonpath='{.status.phase}'=Bound pvc/qwen-weights --timeout=60s
+# A server left by an earlier run would keep its pods (the refusal leaves children alone).
+kubectl delete modelserver qwen3-omni -n qms-demo --ignore-not-found --wait
 kubectl apply -n qms-demo -f deploy/examples/seed-faithful.yaml
 kubectl wait -n qms-demo --for=jsonpath='{.status.conditions[?(@.type=="Stalled")].reason}'=DoesNotFit \
   modelserver/qwen3-omni --timeout=60s
 kubectl get modelservers -n qms-demo -o wide
-echo "== the same spec accepting H200s instead (kwok nodes)"
-kubectl patch modelserver qwen3-omni -n qms-demo --type=merge \
-  -p '{"spec":{"resources":{"gpu":{"acceleratorTypes":["nvidia-h200"]}}}}'
+echo "== the same model with its preset, accepting H200s instead (kwok nodes)"
+kubectl patch modelserver qwen3-omni -n qms-demo --type=merge -p '{"spec":{"model":{"preset":"qwen3-omni-30b-a3b-instruct"},"resources":{"gpu":{"acceleratorTypes":["nvidia-h200"]}}}}'
 kubectl wait -n qms-demo --for=condition=Ready modelserver/qwen3-omni --timeout=180s
 kubectl get modelservers -n qms-demo -o wide
+kubectl get modelserver qwen3-omni -n qms-demo -o jsonpath='status.effective: {.status.effective}{"\n"}'
 kubectl get deployments,services,hpa,pdb,networkpolicies,ingresses,pods -n qms-demo -o wide
 
 if [ "$REAL_NODE" != 1 ]; then

@@ -93,3 +93,25 @@ def test_unknown_accelerators_and_unknown_presets() -> None:
         "model.preset 'llama-3-8b' is not a model the operator knows: "
         "qwen3-omni-30b-a3b-instruct, qwen3-omni-30b-a3b-thinking, "
     )
+
+
+def test_the_hub_source_takes_the_presets_repository() -> None:
+    from qms_operator.builders import desired_children
+
+    hub = {"huggingFace": {"cacheClaim": "hub-cache", "revision": "main"}}
+    spec = parse_spec({"model": {"name": "qwen", "preset": "qwen3-8b", "source": hub},
+                       "resources": {"gpu": {"count": 0}}})  # fmt: skip
+    assert spec.model.source.hugging_face.repo_id is None  # type: ignore[union-attr]
+    filled = apply_preset(spec)
+    assert filled.model.source.hugging_face.repo_id == "Qwen/Qwen3-8B"  # type: ignore[union-attr]
+    deployment = next(
+        c for c in desired_children("s", "ns", "uid", filled) if c["kind"] == "Deployment"
+    )
+    [download] = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert download["command"][:4] == ["qms-runtime", "download", "--repo-id", "Qwen/Qwen3-8B"]
+    own = {**hub["huggingFace"], "repoId": "acme/qwen3-8b-tuned"}
+    kept = apply_preset(parse_spec({"model": {"name": "q", "preset": "qwen3-8b",
+                                              "source": {"huggingFace": own}}}))  # fmt: skip
+    assert kept.model.source.hugging_face.repo_id == "acme/qwen3-8b-tuned"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"repoId is required unless model\.preset"):
+        parse_spec({"model": {"name": "q", "source": hub}})

@@ -64,10 +64,20 @@ def model_dir(spec: QwenModelServerSpec) -> str:
     return source.image_path
 
 
+def hub_repo(hub: HuggingFaceSource) -> str:
+    """The Hub repository: the spec's, or its preset's (catalog/presets.py fills it in
+    before the builders run; the CRD refuses a source with neither)."""
+    if hub.repo_id is None:
+        raise ValueError(
+            "source.huggingFace.repoId is required unless model.preset names the model"
+        )
+    return hub.repo_id
+
+
 def hub_snapshot_dir(hub: HuggingFaceSource) -> str:
     """Where `qms-runtime download` puts the snapshot in the cache claim (mounted at
     /models): <namespace>--<name>/<revision>, '/' written as '--' (its models/hub.py)."""
-    repo = hub.repo_id.replace("/", "--")
+    repo = hub_repo(hub).replace("/", "--")
     return f"{MODEL_MOUNT_PATH}/{repo}/{hub.revision.replace('/', '--')}"
 
 
@@ -233,7 +243,7 @@ def _download_container(spec: QwenModelServerSpec, hub: HuggingFaceSource) -> di
         "qms-runtime",
         "download",
         "--repo-id",
-        hub.repo_id,
+        hub_repo(hub),
         "--revision",
         hub.revision,
         "--cache-dir",

@@ -5,7 +5,8 @@ field present in the object is one the user wrote, and it wins. Filled: GPUs per
 (the fewest that hold the model's least need on every accepted accelerator type the
 catalog knows), runtime.batching.maxModelLen (the model's own context, capped to what
 those GPUs hold beside the weights, in steps of 1024) and probes.startup.budgetSeconds
-(600 s plus 30 s per GiB of weights: verifying and loading scale with them). Pure: the
+(600 s plus 30 s per GiB of weights: verifying and loading scale with them), and the
+huggingFace source's repoId (the model's repository) when it has none. Pure: the
 spec is never written; status.effective shows what was used."""
 
 from __future__ import annotations
@@ -86,8 +87,16 @@ def apply_preset(spec: QwenModelServerSpec) -> QwenModelServerSpec:
         weights = need(model, _dtype(spec), spec.runtime.quantization == "int8",
                        spec.runtime.audio_output, 1).weights  # fmt: skip
         budget = 600 + 60 * math.ceil(30 * weights / GIB / 60)  # 30 s per GiB, in minutes
+    model_spec = spec.model
+    hub = model_spec.source.hugging_face
+    if hub is not None and hub.repo_id is None:
+        source = model_spec.source.model_copy(
+            update={"hugging_face": hub.model_copy(update={"repo_id": model.repo})}
+        )
+        model_spec = model_spec.model_copy(update={"source": source})
     return spec.model_copy(
         update={
+            "model": model_spec,
             "resources": spec.resources.model_copy(
                 update={"gpu": gpu.model_copy(update={"count": count})}
             ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import DNS_LABEL, DNS_SUBDOMAIN, PRESET_FILLS, SpecModel, cel
 
@@ -86,10 +86,12 @@ class HuggingFaceSource(SpecModel):
     naming it, which the server's status shows. spec.runtime.env reaches the download
     too (HF_ENDPOINT for a mirror, HTTPS_PROXY)."""
 
-    repo_id: str = Field(
+    repo_id: str | None = Field(
+        default=None,
         max_length=192,
         pattern=HUB_REPO_ID,
-        description="Repository on the Hub, e.g. Qwen/Qwen3-Omni-30B-A3B-Instruct.",
+        description="Repository on the Hub, e.g. Qwen/Qwen3-Omni-30B-A3B-Instruct; "
+        "may be left out when model.preset names the model (its repository is used).",
     )
     revision: str = Field(
         default="main",
@@ -146,6 +148,17 @@ class ModelSource(SpecModel):
 class ModelSpec(SpecModel):
     """The model to serve: its OpenAI name, its weights and how they are checked."""
 
+    model_config = SpecModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "!has(self.source.huggingFace) || has(self.source.huggingFace.repoId) "
+                "|| has(self.preset)",
+                "source.huggingFace.repoId is required unless model.preset names the model",
+                ".source.huggingFace.repoId",
+            )
+        )
+    }
+
     name: str = Field(
         min_length=1,
         max_length=128,
@@ -177,6 +190,15 @@ class ModelSpec(SpecModel):
         "probes.startup.budgetSeconds) and status.effective shows the values used. What "
         "the spec sets always wins; the spec is never written.",
     )
+
+    @model_validator(mode="after")
+    def _hub_repo_or_preset(self) -> ModelSpec:
+        hub = self.source.hugging_face
+        if hub is not None and hub.repo_id is None and self.preset is None:
+            raise ValueError(
+                "source.huggingFace.repoId is required unless model.preset names the model"
+            )
+        return self
 
 
 class Batching(SpecModel):
