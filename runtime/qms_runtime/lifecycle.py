@@ -20,10 +20,11 @@ from qms_runtime.engine.backend import ModelBackend
 from qms_runtime.engine.batching import Engine, cb_config_kwargs
 from qms_runtime.engine.media_runner import OmniMedia, processor_kwargs
 from qms_runtime.metrics import RuntimeMetrics
-from qms_runtime.models.checksums import verify_model_dir
+from qms_runtime.models.checksums import listed_size, verify_model_dir
 from qms_runtime.models.fit import check_fit, size
 from qms_runtime.models.loading import LoadedModel, load_model
 from qms_runtime.settings import RuntimeSettings
+from qms_runtime.startup import StartupProgress
 from qms_runtime.types import NotReady, SamplingParams
 
 # Builds the serving layer without a model: API tests with a fake backend.
@@ -51,6 +52,10 @@ class ServerState:
     error: str | None = None
     started: float = field(default_factory=time.time)
     connections: Connections = field(default_factory=Connections)
+    startup: StartupProgress = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.startup = StartupProgress(self.metrics.registry)
 
     @property
     def ready(self) -> bool:
@@ -105,8 +110,10 @@ class ServerState:
             if self.serving_factory is not None:
                 self.serving = self.serving_factory(settings, self.metrics)
                 self.phase = "ready" if self.phase == "loading" else self.phase
+                self.startup.begin("ready")
                 return
             if settings.check_fit:
+                self.startup.begin("checking-fit")
                 need = await asyncio.to_thread(check_fit, settings, cb_config_kwargs)
                 log.info(
                     "fit check: the model needs about %s (weights %s, continuous batching %s "
@@ -119,14 +126,16 @@ class ServerState:
                 )
             if settings.verify_checksums:
                 log.info("verifying checksums in %s", settings.model_dir)
-                await asyncio.to_thread(verify_model_dir, settings.model_dir, _log_progress)
+                await asyncio.to_thread(self._verify)
             else:
                 log.warning("checksum verification is disabled")
+            self.startup.begin("loading")
             loaded = await asyncio.to_thread(load_model, settings)
             engine = Engine(loaded, settings, self.metrics)
             await asyncio.to_thread(engine.start)
             self.engine = engine
             if settings.warmup:
+                self.startup.begin("warming-up")
                 prompt = loaded.tokenizer.encode("warm up") or [0]
                 await engine.generate(prompt, SamplingParams(max_new_tokens=2))
             if loaded.generation_defaults:
@@ -150,6 +159,7 @@ class ServerState:
             )
             if self.phase == "loading":
                 self.phase = "ready"
+            self.startup.begin("ready")
             log.info(
                 "ready: serving %s (%s) after %.1fs",
                 settings.model_name,
@@ -159,7 +169,26 @@ class ServerState:
         except Exception as exc:
             self.phase = "failed"
             self.error = str(exc)
+            self.startup.begin("failed")
             self.on_fatal(exc)
+
+    def _verify(self) -> None:
+        """Every listed file against the manifest, counted in files and bytes as it goes."""
+        model_dir = self.settings.model_dir
+        files, nbytes = listed_size(model_dir)
+        self.startup.begin("verifying", files, nbytes)
+        began = time.monotonic()
+        verify_model_dir(
+            model_dir,
+            lambda path, done, total: self.startup.advance(files=1),
+            lambda count: self.startup.advance(nbytes=count),
+        )
+        log.info(
+            "checksums ok: %d files (%.2f GiB) in %.1fs",
+            files,
+            nbytes / 1024**3,
+            time.monotonic() - began,
+        )
 
 
 def _omni_media(
@@ -177,7 +206,3 @@ def _omni_media(
         pause=functools.partial(engine.pause, settings.media_step_interval),
         controls_for=engine.controls_for,
     )
-
-
-def _log_progress(path: str, done: int, total: int) -> None:
-    log.info("checksum ok: %s (%d/%d)", path, done, total)

@@ -37,11 +37,14 @@ class Manifest:
     entries: dict[str, str]  # relative path -> lowercase hex digest
 
 
-def file_digest(path: Path, algorithm: str) -> str:
+def file_digest(path: Path, algorithm: str, on_bytes: Callable[[int], None] | None = None) -> str:
+    """The file's digest; `on_bytes(n)` after each chunk read (start-up progress)."""
     digest = hashlib.new(algorithm)
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
     return digest.hexdigest()
 
 
@@ -80,8 +83,17 @@ def weight_files(model_dir: Path) -> list[str]:
     )
 
 
+def listed_size(model_dir: Path) -> tuple[int, int]:
+    """(files, bytes) the manifest lists that are there: what verifying will read."""
+    manifest = read_manifest(model_dir)
+    paths = [model_dir / relative for relative in manifest.entries]
+    return len(paths), sum(p.stat().st_size for p in paths if p.is_file())
+
+
 def verify_model_dir(
-    model_dir: Path, progress: Callable[[str, int, int], None] | None = None
+    model_dir: Path,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> Manifest:
     """Check every listed file and require every weight file to be listed.
 
@@ -96,7 +108,7 @@ def verify_model_dir(
         path = model_dir / relative
         if not path.is_file():
             raise ChecksumError(relative, f"listed in {manifest.name} but missing")
-        actual = file_digest(path, manifest.algorithm)
+        actual = file_digest(path, manifest.algorithm, on_bytes)
         if actual != expected:
             raise ChecksumError(
                 relative, f"{manifest.algorithm} mismatch: expected {expected}, got {actual}"

@@ -27,6 +27,7 @@ from qms_runtime.api.serve.serving import OpenAIServing
 from qms_runtime.logs import request_id_var
 from qms_runtime.metrics import CONTENT_TYPE, RuntimeMetrics
 from qms_runtime.settings import RuntimeSettings
+from qms_runtime.startup import StartupProgress
 from qms_runtime.types import Admission, NotReady
 
 router = APIRouter()
@@ -41,6 +42,7 @@ class ServerState(Protocol):
     started: float
     phase: str
     error: str | None
+    startup: StartupProgress
 
     @property
     def ready(self) -> bool: ...
@@ -207,7 +209,8 @@ async def ready(request: Request) -> Response:
         )
     except NotReady as exc:
         error = to_api_error(exc, state.settings.retry_after_seconds)
-    return JSONResponse(error_body(error), status_code=503)
+    # The status stays what probes expect; the body says how far start-up is.
+    return JSONResponse({**error_body(error), "startup": state.startup.snapshot()}, 503)
 
 
 @router.get("/metrics")
