@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from cluster_helpers import namespace_name
+from cluster_helpers import condition, namespace_name
 from operator_helpers import ROOT, apply_yaml, get, is_ready, operator, wait_for
 
 from qms_cluster import Cluster, crds
@@ -105,6 +105,9 @@ def test_install_runs_the_operator_with_least_privilege(cluster: Cluster, tmp_pa
         for path in examples:
             cluster.kubectl("apply", "-n", ns, "-f", str(path))
         for name in names:
+            if name == "qwen3-omni":  # seed-faithful.yaml: the article's one T4 cannot hold it
+                wait_for("seed example refused", lambda: _stalled(cluster, ns), 120)
+                continue
             wait_for(f"{name} Ready", lambda n=name: is_ready(cluster, n, ns), 120)  # type: ignore[misc]
         assert op.writes() > 0
         assert "Forbidden" not in (tmp_path / "op.log").read_text()
@@ -126,3 +129,9 @@ def test_install_runs_the_operator_with_least_privilege(cluster: Cluster, tmp_pa
     lease = get(cluster, "lease", "qms-operator", "qms-system")
     assert lease is not None and lease["spec"]["holderIdentity"]
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def _stalled(cluster: Cluster, ns: str) -> bool:
+    obj = get(cluster, "modelserver", "qwen3-omni", ns)
+    stalled = condition(obj, "Stalled") if obj else {}
+    return stalled.get("reason") == "DoesNotFit" and stalled.get("status") == "True"
