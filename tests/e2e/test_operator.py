@@ -424,10 +424,17 @@ def test_the_seed_example_does_not_fit_one_t4_and_starts_nothing_until_it_does(
         ),
         120,
     )
-    # Its H200 GPUs free at once (kwok keeps a deleted pod for its grace period), for the
-    # tests that need whole H200 nodes.
-    cluster.kubectl("delete", "modelserver", "qwen3-omni", "-n", ns, "--wait")
-    cluster.kubectl("delete", "pods", "--all", "-n", ns, "--grace-period=0", "--force")
+    # Its H200 GPUs free before the next test (kwok keeps a deleted pod for its grace
+    # period, and a ReplicaSet not yet collected makes new ones): pods force-deleted until
+    # no ReplicaSet and no pod is left, for the tests that need whole H200 nodes.
+    cluster.kubectl("delete", "modelserver", "qwen3-omni", "-n", ns, "--wait=false")
+
+    def gone() -> bool:
+        cluster.kubectl("delete", "pods", "--all", "-n", ns, "--grace-period=0", "--force",
+                        check=False)  # fmt: skip
+        return not items(cluster, "replicasets", ns, "") and not items(cluster, "pods", ns, "")
+
+    wait_for("the server's pods gone", gone, 60)
 
 
 def _runtime(pod: dict[str, Any]) -> dict[str, Any]:
