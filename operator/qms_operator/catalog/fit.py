@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from ..spec import QwenModelServerSpec
 from .gpus import GPUS, GpuType, find_gpu
-from .models import find_model
+from .models import QwenModel, find_model
 from .sizing import Need, gpus_needed, need, size
+
+
+def model_need(model: QwenModel, spec: QwenModelServerSpec, context: int) -> Need:
+    """The least one replica needs of `model` at `context` tokens, with the spec's dtype
+    (auto: BF16 on GPU), quantization and speech."""
+    dtype = "bfloat16" if spec.runtime.dtype == "auto" else spec.runtime.dtype
+    int8 = spec.runtime.quantization == "int8"
+    return need(model, dtype, int8=int8, speech=spec.runtime.audio_output, context=context)
 
 
 def spec_need(spec: QwenModelServerSpec) -> Need | None:
@@ -17,14 +25,15 @@ def spec_need(spec: QwenModelServerSpec) -> Need | None:
     model = find_model(spec.model.preset or spec.model.name)
     if model is None:
         return None
-    dtype = "bfloat16" if spec.runtime.dtype == "auto" else spec.runtime.dtype
-    return need(
-        model,
-        dtype,
-        int8=spec.runtime.quantization == "int8",
-        speech=spec.runtime.audio_output,
-        context=spec.runtime.batching.max_model_len,
-    )
+    return model_need(model, spec, spec.runtime.batching.max_model_len)
+
+
+def accepted_gpus(spec: QwenModelServerSpec) -> list[GpuType]:
+    """The accepted accelerator types, when the catalog knows every one of them (a pod
+    may land on any); empty when none is named or one is unknown."""
+    types = [find_gpu(label) for label in spec.resources.gpu.accelerator_types]
+    known = [t for t in types if t is not None]
+    return known if len(known) == len(types) else []
 
 
 def does_not_fit(spec: QwenModelServerSpec) -> str | None:
@@ -33,10 +42,10 @@ def does_not_fit(spec: QwenModelServerSpec) -> str | None:
     gpu = spec.resources.gpu
     if not gpu.fit_check or gpu.count == 0:
         return None
-    allowed = [t for t in (find_gpu(label) for label in gpu.accelerator_types) if t is not None]
+    allowed = accepted_gpus(spec)
     required = spec_need(spec)
-    if required is None or not allowed or len(allowed) < len(gpu.accelerator_types):
-        return None  # an accepted type the catalog does not know might hold it
+    if required is None or not allowed:
+        return None  # none named, or one the catalog does not know: it might hold it
     if any(gpu.count * t.memory_bytes >= required.total for t in allowed):
         return None
     best = max(allowed, key=lambda t: t.memory_bytes)

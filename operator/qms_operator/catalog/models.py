@@ -125,6 +125,18 @@ def _omni(variant: str, inputs: tuple[str, ...], speaks: bool, published: str) -
     )  # fmt: skip
 
 
+def _moe_30b(repo: str, context: int, yarn: int | None, sampling: Sampling,
+             sources: tuple[str, ...]) -> QwenModel:  # fmt: skip
+    """A text model of the Qwen3-30B-A3B architecture (`context`: its
+    max_position_embeddings, which is also its native context or YaRN's base)."""
+    return QwenModel(
+        name=repo.removeprefix("Qwen/").lower(), repo=repo, published="30.5B",
+        arch=TextArch(**{**vars(_MOE_30B), "max_positions": context}),
+        native_context=min(context, 262_144) if yarn is None else 32_768, yarn_context=yarn,
+        inputs=(), speaks=False, sampling=sampling, sources=sources,
+    )  # fmt: skip
+
+
 _MODELS = [
     _omni("Instruct", ("image", "audio", "video"), True, "35B"),
     _omni("Thinking", ("image", "audio", "video"), False, "32B"),
@@ -135,42 +147,15 @@ _MODELS = [
     _dense("8b", "8.2B", 36, 4096, 12288, 32, tied=False, yarn=True),
     _dense("14b", "14.8B", 40, 5120, 17408, 40, tied=False, yarn=True),
     _dense("32b", "32.8B", 64, 5120, 25600, 64, tied=False, yarn=True),
-    QwenModel(
-        name="qwen3-30b-a3b",
-        repo="Qwen/Qwen3-30B-A3B",
-        published="30.5B",
-        arch=_MOE_30B,
-        native_context=32_768,
-        yarn_context=131_072,
-        inputs=(),
-        speaks=False,
-        sampling=_HYBRID,
-        sources=("report", "card-30b-a3b", "qwen-docs"),
-    ),
-    QwenModel(
-        name="qwen3-30b-a3b-instruct-2507",
-        repo="Qwen/Qwen3-30B-A3B-Instruct-2507",
-        published="30.5B",
-        arch=TextArch(**{**vars(_MOE_30B), "max_positions": 262_144}),
-        native_context=262_144,
-        yarn_context=None,
-        inputs=(),
-        speaks=False,
-        sampling=_INSTRUCT,
-        sources=("card-2507", "report"),
-    ),
-    QwenModel(
-        name="qwen3-30b-a3b-thinking-2507",
-        repo="Qwen/Qwen3-30B-A3B-Thinking-2507",
-        published="30.5B",
-        arch=TextArch(**{**vars(_MOE_30B), "max_positions": 262_144}),
-        native_context=262_144,
-        yarn_context=None,
-        inputs=(),
-        speaks=False,
-        sampling=_HYBRID,
-        sources=("card-2507", "report"),
-    ),
+    _moe_30b(
+        "Qwen/Qwen3-30B-A3B", 40_960, 131_072, _HYBRID, ("report", "card-30b-a3b", "qwen-docs")
+    ),  # fmt: skip
+    _moe_30b(
+        "Qwen/Qwen3-30B-A3B-Instruct-2507", 262_144, None, _INSTRUCT, ("card-2507", "report")
+    ),  # fmt: skip
+    _moe_30b(
+        "Qwen/Qwen3-30B-A3B-Thinking-2507", 262_144, None, _HYBRID, ("card-2507", "report")
+    ),  # fmt: skip
     QwenModel(
         name="qwen3-235b-a22b",
         repo="Qwen/Qwen3-235B-A22B",
@@ -196,18 +181,13 @@ _MODELS = [
         sampling=_HYBRID,
         sources=("report", "card-235b", "qwen-docs"),
     ),
-    QwenModel(
-        name="qwen3-coder-30b-a3b-instruct",
-        repo="Qwen/Qwen3-Coder-30B-A3B-Instruct",
-        published="30.5B",
-        arch=TextArch(**{**vars(_MOE_30B), "max_positions": 262_144}),
-        native_context=262_144,
-        yarn_context=None,
-        inputs=(),
-        speaks=False,
-        sampling=Sampling(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05),
-        sources=("card-coder", "report"),
-    ),
+    _moe_30b(
+        "Qwen/Qwen3-Coder-30B-A3B-Instruct",
+        262_144,
+        None,
+        Sampling(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05),
+        ("card-coder", "report"),
+    ),  # fmt: skip
 ]
 MODELS: dict[str, QwenModel] = {model.name: model for model in _MODELS}
 

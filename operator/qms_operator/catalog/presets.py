@@ -15,9 +15,9 @@ import math
 from typing import Any
 
 from ..spec import QwenModelServerSpec
-from .gpus import GpuType, find_gpu
+from .fit import accepted_gpus, model_need
 from .models import MODELS, QwenModel, find_model
-from .sizing import GIB, need
+from .sizing import GIB
 
 MAX_GPUS = 8  # a preset never asks more per replica than a GPU node holds
 STEP = 1024
@@ -31,26 +31,8 @@ def _set(obj: Any, name: str) -> bool:
     return name in obj.model_fields_set
 
 
-def _weakest(spec: QwenModelServerSpec) -> GpuType | None:
-    """The accepted accelerator type with the least memory, when the catalog knows every
-    accepted type (a pod may land on any of them)."""
-    types = [find_gpu(label) for label in spec.resources.gpu.accelerator_types]
-    known = [t for t in types if t is not None]
-    if not known or len(known) < len(types):
-        return None
-    return min(known, key=lambda t: t.memory_bytes)
-
-
-def _dtype(spec: QwenModelServerSpec) -> str:
-    return "bfloat16" if spec.runtime.dtype == "auto" else spec.runtime.dtype
-
-
 def _fits(model: QwenModel, spec: QwenModelServerSpec, context: int, room: int) -> bool:
-    required = need(
-        model, _dtype(spec), spec.runtime.quantization == "int8", spec.runtime.audio_output,
-        context,
-    )  # fmt: skip
-    return required.total <= room
+    return model_need(model, spec, context).total <= room
 
 
 def apply_preset(spec: QwenModelServerSpec) -> QwenModelServerSpec:
@@ -69,7 +51,8 @@ def apply_preset(spec: QwenModelServerSpec) -> QwenModelServerSpec:
     user_context = _set(batching, "max_model_len")
     if not user_context:
         context = model.arch.max_positions
-    weakest = _weakest(spec)
+    accepted = accepted_gpus(spec)  # a pod may land on any: sized for the smallest
+    weakest = min(accepted, key=lambda t: t.memory_bytes) if accepted else None
     if weakest is not None:  # accelerator types are set, so gpu.count > 0 (a CEL rule)
         if not _set(gpu, "count"):
             count = next(
@@ -84,8 +67,7 @@ def apply_preset(spec: QwenModelServerSpec) -> QwenModelServerSpec:
     probes = spec.probes
     budget = probes.startup.budget_seconds
     if not _set(probes.startup, "budget_seconds"):
-        weights = need(model, _dtype(spec), spec.runtime.quantization == "int8",
-                       spec.runtime.audio_output, 1).weights  # fmt: skip
+        weights = model_need(model, spec, 1).weights
         budget = 600 + 60 * math.ceil(30 * weights / GIB / 60)  # 30 s per GiB, in minutes
     model_spec = spec.model
     hub = model_spec.source.hugging_face
