@@ -149,13 +149,9 @@ _MODELS = [
     _dense("32b", "32.8B", 64, 5120, 25600, 64, tied=False, yarn=True),
     _moe_30b(
         "Qwen/Qwen3-30B-A3B", 40_960, 131_072, _HYBRID, ("report", "card-30b-a3b", "qwen-docs")
-    ),  # fmt: skip
-    _moe_30b(
-        "Qwen/Qwen3-30B-A3B-Instruct-2507", 262_144, None, _INSTRUCT, ("card-2507", "report")
-    ),  # fmt: skip
-    _moe_30b(
-        "Qwen/Qwen3-30B-A3B-Thinking-2507", 262_144, None, _HYBRID, ("card-2507", "report")
-    ),  # fmt: skip
+    ),
+    _moe_30b("Qwen/Qwen3-30B-A3B-Instruct-2507", 262_144, None, _INSTRUCT, ("card-2507", "report")),
+    _moe_30b("Qwen/Qwen3-30B-A3B-Thinking-2507", 262_144, None, _HYBRID, ("card-2507", "report")),
     QwenModel(
         name="qwen3-235b-a22b",
         repo="Qwen/Qwen3-235B-A22B",
@@ -187,7 +183,7 @@ _MODELS = [
         None,
         Sampling(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05),
         ("card-coder", "report"),
-    ),  # fmt: skip
+    ),
 ]
 MODELS: dict[str, QwenModel] = {model.name: model for model in _MODELS}
 
