@@ -76,6 +76,19 @@ def test_a_service_monitor_deleted_by_hand_is_restored_by_its_watch_event(
     monitor = wait_for(
         "ServiceMonitor created", lambda: get(cluster, "servicemonitor", "monitored", ns), 30
     )
+    # The operator creates it by apply, which may be before kopf's ServiceMonitor watch
+    # is up (a deletion then is likely seen at the resync only: failed two clean-clone runs in
+    # five). Drift repaired proves the watch is live: kopf lists existing objects when a
+    # watch starts, and reports each change after.
+    interval = monitor["spec"]["endpoints"][0]["interval"]
+    drift = '[{"op": "replace", "path": "/spec/endpoints/0/interval", "value": "99s"}]'
+    cluster.kubectl("patch", "servicemonitor", "monitored", "-n", ns, "--type=json", "-p", drift)
+    wait_for(
+        "drift repaired",
+        lambda: (get(cluster, "servicemonitor", "monitored", ns) or {})
+        .get("spec", {}).get("endpoints", [{}])[0].get("interval") == interval,
+        60,
+    )  # fmt: skip
     reconciles = op.reconciles()
     cluster.kubectl("delete", "servicemonitor", "monitored", "-n", ns)
     back = wait_for(
